@@ -1,0 +1,50 @@
+//! # selfsup — self-supervised learning for computer vision, taught in notebooks
+//!
+//! A support library for Jupyter notebooks on the evcxr Rust kernel: pre-train vision networks
+//! with self-supervised methods, then probe, fine-tune, visualise and stress-test them, each
+//! step one call. Built on [`tch`] (PyTorch 2.11.0).
+//!
+//! The architecture follows the pipeline a notebook walks through:
+//! data ([`data`]) → models ([`models`]) → visualisation ([`viz`]), with [`device`] choosing
+//! the hardware. Every figure, image and table renders inline.
+//!
+//! ## Papers
+//! - He et al. 2016, *Deep Residual Learning* — [`models::resnet`].
+//! - He et al. 2020, *Momentum Contrast (MoCo)*; Chen et al. 2020, *MoCo v2*.
+//! - Chen et al. 2020, *A Simple Framework for Contrastive Learning (SimCLR)*.
+//! - Grill et al. 2020, *Bootstrap Your Own Latent (BYOL)*.
+//! - Zbontar et al. 2021, *Barlow Twins*.
+//!
+//! ## Notebooks
+//! - `notebooks/00_getting_started.ipynb`: environment check, the embedded dataset, one
+//!   ResNet-18 training step.
+//!
+//! ```no_run
+//! use selfsup::prelude::*;
+//! let device = pick_device();
+//! seed_everything(0);
+//! let train = data::synthetic::load(Split::Train, &SyntheticConfig::default())?;
+//! let grid = train.show(16)?; // the last expression of a cell renders inline
+//! # Ok::<(), selfsup::Error>(())
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod device;
+pub mod error;
+mod files;
+pub mod models;
+pub mod prelude;
+pub mod viz;
+
+pub use device::{environment, pick_device, seed_everything};
+pub use error::{Error, Result};
+pub use ndarray;
+pub use tch;
+
+/// The device the kit computes on: CUDA when present, else the CPU (prints which).
+/// The same as [`pick_device`].
+pub fn device() -> tch::Device {
+    pick_device()
+}

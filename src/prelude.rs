@@ -1,0 +1,7 @@
+//! Everything a notebook needs: `use selfsup::prelude::*;`
+pub use crate::data::{self, synthetic::SyntheticConfig, ImageSet, Normalization, Split};
+pub use crate::device::{environment, pick_device, seed_everything};
+pub use crate::error::{Error, Result};
+pub use crate::models::{self, Depth, ResNet, ResNetConfig, Stage};
+pub use crate::viz::{self, Figure, GridConfig, Html, Image, Table};
+pub use tch::{self, nn, nn::OptimizerConfig, Device, Kind, Tensor};
