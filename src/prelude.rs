@@ -1,4 +1,5 @@
 //! Everything a notebook needs: `use selfsup::prelude::*;`
+pub use crate::augment::{self, Augment, MultiView, TwoViews};
 pub use crate::data::{self, synthetic::SyntheticConfig, ImageSet, Normalization, Split};
 pub use crate::device::{environment, pick_device, seed_everything};
 pub use crate::error::{Error, Result};
