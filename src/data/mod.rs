@@ -6,7 +6,20 @@
 //!   when no real data is found (no download needed).
 //! - [`Normalization`]: per-channel mean/std (ImageNet's by default) and its inverse, for
 //!   feeding networks and for showing images again.
+pub mod cifar;
+pub mod download;
+pub mod folder;
+mod fsutil;
+pub mod loader;
+pub mod memory;
+pub mod stl10;
+pub mod subset;
 pub mod synthetic;
+
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, Views, ViewBatch, ViewEpoch, ViewFn};
+pub use memory::resize;
+pub use stl10::Stl10Split;
+pub use subset::{label_fraction, label_fraction_indices, train_val_split};
 
 use crate::error::{Error, Result};
 use crate::viz::{self, Figure};
