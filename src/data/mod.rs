@@ -190,6 +190,20 @@ impl ImageSet {
         })
     }
 
+    /// Labels `start..start+len` on `device`: `[len]` i64.
+    ///
+    /// # Errors
+    /// When the set has no labels or the range is past its end.
+    pub fn label_batch(&self, start: usize, len: usize, device: Device) -> Result<Tensor> {
+        let labels = self.labels.as_ref().ok_or_else(|| {
+            Error::Data(format!("'{}' has no labels (an unlabelled split); use a labelled split for supervised steps", self.name))
+        })?;
+        if start + len > self.len() {
+            return Err(Error::Data(format!("labels {start}..{} are past the end of '{}' ({} images)", start + len, self.name, self.len())));
+        }
+        Ok(labels.narrow(0, start as i64, len as i64).to_device(device))
+    }
+
     /// Class names of the images at `indices` (`"?"` for unlabelled data).
     pub fn names_of(&self, indices: &[i64]) -> Vec<String> {
         let labels = self.label_vec();

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Execute notebooks through the "Rust (selfsup)" kernel and fail on any error.
+
+Used by `./kit test` (every notebook) and `./kit open --headless` (the getting-started one).
+
+evcxr does not always report failures the way Jupyter expects: a compile error arrives as an
+`error` output, but a panic or an `Err` returned by `?` shows up only as text on the cell's
+stderr (for `?`, just the error's message) while the cell still counts as executed. So besides
+`error` outputs this fails on any text a cell writes to stderr (the kit prints progress and
+results on stdout), scans stdout for the markers of a crash, and checks that every code cell ran.
+
+A notebook may ask for key figures in its metadata: {"selfsup": {"min_images": 3}} fails the
+run if fewer image outputs come out.
+"""
+import argparse
+import asyncio
+import datetime as dt
+import queue
+import os
+import re
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async
+
+# evcxr relays a cell's stderr (where a `?` error's message goes) on its own thread, so the text
+# can reach Jupyter after the cell has already been reported finished. nbclient drops such late
+# messages; this client keeps them and files them under the cell they belong to.
+LATE_WAIT_S = 0.4
+
+
+class Client(NotebookClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._cells_by_msg = {}
+
+    def _file_late(self, msg):
+        target = self._cells_by_msg.get(msg["parent_header"].get("msg_id"))
+        if target is None or msg["msg_type"] not in ("stream", "error", "display_data"):
+            return
+        cell, _ = target
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            cell.outputs.append(nbformat.v4.new_output("stream", name=content["name"], text=content["text"]))
+        elif msg["msg_type"] == "error":
+            cell.outputs.append(nbformat.v4.new_output("error", ename=content.get("ename", ""),
+                                                       evalue=content.get("evalue", ""), traceback=content.get("traceback", [])))
+        else:
+            cell.outputs.append(nbformat.v4.new_output("display_data", data=content.get("data", {})))
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        self._cells_by_msg[parent_msg_id] = (cell, cell_index)
+        while True:
+            msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=None))
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
+            else:
+                self._file_late(msg)
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        result = await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        if cell.cell_type == "code" and self.kc is not None:
+            await asyncio.sleep(LATE_WAIT_S)
+            while True:
+                try:
+                    msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=0.05))
+                except queue.Empty:
+                    break
+                self._file_late(msg)
+        return result
+
+# Text that only appears when something went wrong in a Rust cell.
+ERROR_PATTERNS = [
+    re.compile(r"panicked at"),
+    re.compile(r"^Error: ", re.M),
+    re.compile(r"^error(\[E\d{4}\])?: ", re.M),
+    re.compile(r"Child process terminated"),
+    re.compile(r"Subprocess terminated"),
+    re.compile(r"selfsup: could not display"),
+    re.compile(r"^selfsup: error", re.M),
+]
+
+
+def seconds(cell):
+    """Wall time of one executed cell from nbclient's timing metadata."""
+    ex = cell.get("metadata", {}).get("execution", {})
+    start, end = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+    if not start or not end:
+        return None
+    parse = lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def problems_of(nb):
+    """Every sign of failure in an executed notebook, as (cell index, message)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.source.strip() and cell.get("execution_count") is None:
+            found.append((i, "cell was not executed"))
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                text = f"{out.get('ename', '')}: {out.get('evalue', '')}"
+                found.append((i, text.strip() or "error output"))
+            elif out.output_type == "stream" and out.name == "stderr" and out.text.strip():
+                found.append((i, "stderr: " + out.text.strip()[:600]))
+            elif out.output_type == "stream":
+                for pat in ERROR_PATTERNS:
+                    m = pat.search(out.text)
+                    if m:
+                        line = out.text[max(0, m.start() - 200): m.end() + 300].strip()
+                        found.append((i, f"{out.name}: {line}"))
+                        break
+    return found
+
+
+def count_images(nb):
+    return sum(
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.output_type in ("display_data", "execute_result") and "image/png" in out.get("data", {})
+    )
+
+
+def run(path, kernel, out_dir, timeout):
+    nb = nbformat.read(path, as_version=4)
+    name = os.path.basename(path)
+    client = Client(
+        nb,
+        kernel_name=kernel,
+        timeout=timeout,
+        startup_timeout=300,
+        allow_errors=True,
+        record_timing=True,
+        resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
+    )
+    t0 = time.time()
+    crash = None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
+        crash = f"{type(e).__name__}: {str(e)[:2000]}"
+    elapsed = time.time() - t0
+    os.makedirs(out_dir, exist_ok=True)
+    nbformat.write(nb, os.path.join(out_dir, name))
+
+    problems = problems_of(nb)
+    if crash:
+        problems.append((-1, crash))
+    want = nb.metadata.get("selfsup", {}).get("min_images", 0)
+    images = count_images(nb)
+    if images < want:
+        problems.append((-1, f"{images} image outputs, the notebook's metadata asks for at least {want}"))
+
+    times = [seconds(c) for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    times = [t for t in times if t is not None]
+    first = f"{times[0]:.1f} s" if times else "n/a"
+    slowest_rest = f"{max(times[1:]):.1f} s" if len(times) > 1 else "n/a"
+    status = "FAILED" if problems else "passed"
+    print(
+        f"{name}: {status} in {elapsed:.1f} s (first cell {first}, slowest other cell {slowest_rest}), "
+        f"{images} images -> {os.path.join(out_dir, name)}",
+        flush=True,
+    )
+    for i, msg in problems:
+        where = f"cell {i}" if i >= 0 else "notebook"
+        print(f"  {where}: {msg}", flush=True)
+    return not problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="+")
+    ap.add_argument("--kernel", default="selfsup-rust")
+    ap.add_argument("--out", default="notebooks/out")
+    ap.add_argument("--timeout", type=int, default=int(os.environ.get("SELFSUP_CELL_TIMEOUT", "1800")),
+                    help="seconds one cell may run (default 1800, env SELFSUP_CELL_TIMEOUT)")
+    args = ap.parse_args()
+    passed = failed = 0
+    for path in sorted(args.notebooks):
+        if run(path, args.kernel, args.out, args.timeout):
+            passed += 1
+        else:
+            failed += 1
+    print(f"notebooks: {passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

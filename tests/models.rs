@@ -1,0 +1,101 @@
+//! ResNet in torchvision's layout: parameter names equal torchvision's state_dict keys,
+//! parameter counts equal torchvision's, and stage shapes follow the paper.
+use selfsup::prelude::*;
+
+fn build(cfg: &ResNetConfig) -> (nn::VarStore, ResNet) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = ResNet::new(&vs.root(), cfg).unwrap();
+    (vs, net)
+}
+
+fn trainable(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+#[test]
+fn parameter_counts_match_torchvision() {
+    // torchvision.models.resnet18() / resnet34() / resnet50(): sum(p.numel() for p in m.parameters()).
+    for (depth, count) in [(Depth::R18, 11_689_512), (Depth::R34, 21_797_672), (Depth::R50, 25_557_032)] {
+        let (vs, _) = build(&ResNetConfig { depth, num_classes: Some(1000), ..Default::default() });
+        assert_eq!(trainable(&vs), count, "{depth:?}");
+    }
+}
+
+#[test]
+fn variable_names_are_torchvision_state_dict_keys() {
+    let (vs, _) = build(&ResNetConfig { depth: Depth::R18, num_classes: Some(10), ..Default::default() });
+    let vars = vs.variables();
+    // torchvision resnet18 has 102 state_dict entries besides the 20 num_batches_tracked buffers.
+    assert_eq!(vars.len(), 102);
+    for key in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "layer1.0.conv1.weight",
+        "layer1.1.bn2.bias",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+        "layer4.1.conv2.weight",
+        "fc.weight",
+        "fc.bias",
+    ] {
+        assert!(vars.contains_key(key), "missing {key}");
+    }
+    assert!(!vars.contains_key("layer1.0.downsample.0.weight"), "layer1 keeps the resolution");
+    let (vs50, _) = build(&ResNetConfig { depth: Depth::R50, ..Default::default() });
+    let v50 = vs50.variables();
+    assert!(v50.contains_key("layer1.0.conv3.weight") && v50.contains_key("layer1.0.downsample.0.weight"));
+    assert_eq!(v50["layer3.0.conv2.weight"].size(), [256, 256, 3, 3]);
+}
+
+#[test]
+fn stage_shapes_for_224_and_small_images() {
+    let (_vs, net) = build(&ResNetConfig { num_classes: Some(7), ..Default::default() });
+    let x = Tensor::randn([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let expect = [
+        (Stage::Stem, vec![2, 64, 112, 112]),
+        (Stage::MaxPool, vec![2, 64, 56, 56]),
+        (Stage::Layer1, vec![2, 64, 56, 56]),
+        (Stage::Layer2, vec![2, 128, 28, 28]),
+        (Stage::Layer3, vec![2, 256, 14, 14]),
+        (Stage::Layer4, vec![2, 512, 7, 7]),
+        (Stage::AvgPool, vec![2, 512]),
+        (Stage::Fc, vec![2, 7]),
+    ];
+    for (stage, shape) in expect {
+        assert_eq!(net.forward_until(&x, stage, false).unwrap().size(), shape, "{stage:?}");
+    }
+    let (_vs, small) = build(&ResNetConfig::default().small_images(true));
+    let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    assert_eq!(small.forward_until(&x, Stage::Layer1, false).unwrap().size(), [2, 64, 32, 32]);
+    assert_eq!(small.forward_until(&x, Stage::Layer4, false).unwrap().size(), [2, 512, 4, 4]);
+    assert_eq!(small.features(&x, false).unwrap().size(), [2, 512]);
+    assert_eq!("max_pool".parse::<Stage>().unwrap(), Stage::MaxPool);
+    assert!("layer5".parse::<Stage>().is_err());
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let (_vs, net) = build(&ResNetConfig::default());
+    let err = net.forward(&Tensor::zeros([2, 3, 32], (Kind::Float, Device::Cpu)), false).unwrap_err();
+    assert!(err.to_string().contains("[N, 3, H, W]"), "{err}");
+    let err = net.forward(&Tensor::zeros([1, 3, 64, 64], (Kind::Uint8, Device::Cpu)), false).unwrap_err();
+    assert!(err.to_string().contains("float_batch"), "{err}");
+    let err = net.forward_until(&Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu)), Stage::Fc, false).unwrap_err();
+    assert!(err.to_string().contains("no fc"), "{err}");
+}
+
+#[test]
+fn one_training_step_lowers_the_loss_on_a_fixed_batch() {
+    tch::manual_seed(0);
+    let set = data::synthetic::load(Split::Train, &SyntheticConfig::tiny()).unwrap();
+    let (vs, net) = build(&ResNetConfig::default().small_images(true).num_classes(10));
+    let x = set.float_batch(0, 32, Some(&Normalization::imagenet()), Device::Cpu).unwrap();
+    let y = set.label_batch(0, 32, Device::Cpu).unwrap();
+    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.05).unwrap();
+    let before = net.forward(&x, true).unwrap().cross_entropy_for_logits(&y);
+    assert!((before.double_value(&[]) - 10f64.ln()).abs() < 1.0, "random init is near ln 10");
+    opt.backward_step(&before);
+    let after = net.forward(&x, true).unwrap().cross_entropy_for_logits(&y);
+    assert!(after.double_value(&[]) < before.double_value(&[]));
+}
