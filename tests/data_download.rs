@@ -84,7 +84,11 @@ impl Server {
     }
 }
 
-fn handle(mut stream: TcpStream, routes: &Mutex<HashMap<&'static str, Route>>, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    mut stream: TcpStream,
+    routes: &Mutex<HashMap<&'static str, Route>>,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
     reader.read_line(&mut first)?;
@@ -203,7 +207,10 @@ fn resumes_an_interrupted_download_with_range() -> Result<()> {
     assert!(!dir.join("toy").exists());
     // The second run asks for the rest only.
     download::download(&a, &dir, &DownloadConfig { progress: true, ..quiet() })?;
-    assert_eq!(server.requests(), vec!["GET /toy.tar.gz range=None".to_string(), format!("GET /toy.tar.gz range=Some({cut})")]);
+    assert_eq!(
+        server.requests(),
+        vec!["GET /toy.tar.gz range=None".to_string(), format!("GET /toy.tar.gz range=Some({cut})")]
+    );
     assert_eq!(std::fs::read(dir.join("toy.tar.gz"))?, tgz);
     assert_eq!(std::fs::read(dir.join("toy/sub/b.bin"))?, payload);
     Ok(())
@@ -214,7 +221,10 @@ fn complete_part_file_and_servers_without_range() -> Result<()> {
     let (tgz, _) = toy_archive();
     // A complete `.part` left by a crash between download and rename: the server answers 416.
     let dir = tmp_dir("complete_part");
-    let server = Server::start(HashMap::from([("/toy.tar.gz", Route::Bytes(tgz.clone())), ("/plain.tar.gz", Route::NoRange(tgz.clone()))]));
+    let server = Server::start(HashMap::from([
+        ("/toy.tar.gz", Route::Bytes(tgz.clone())),
+        ("/plain.tar.gz", Route::NoRange(tgz.clone())),
+    ]));
     std::fs::write(dir.join("toy.tar.gz.part"), &tgz)?;
     download::download(&archive(vec![server.url("/toy.tar.gz")], &md5_of(&tgz, &dir)), &dir, &quiet())?;
     assert!(dir.join("toy/a.txt").is_file());
@@ -235,7 +245,9 @@ fn md5_mismatch_deletes_the_damaged_file() -> Result<()> {
     damaged[500] ^= 0xff;
     let server = Server::start(HashMap::from([("/toy.tar.gz", Route::Bytes(damaged))]));
     let expected = md5_of(&tgz, &dir);
-    let msg = download::download(&archive(vec![server.url("/toy.tar.gz")], &expected), &dir, &quiet()).unwrap_err().to_string();
+    let msg = download::download(&archive(vec![server.url("/toy.tar.gz")], &expected), &dir, &quiet())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("md5 mismatch") && msg.contains(&expected) && msg.contains("deleted"), "{msg}");
     assert!(!dir.join("toy.tar.gz").exists() && !dir.join("toy.tar.gz.part").exists() && !dir.join("toy").exists());
     Ok(())
@@ -249,7 +261,10 @@ fn offline_message_says_what_to_download_by_hand() -> Result<()> {
     let url = format!("http://127.0.0.1:{port}/toy.tar.gz");
     let msg = download::download(&archive(vec![url.clone()], "0"), &dir, &quiet()).unwrap_err().to_string();
     assert!(msg.contains("could not reach") && msg.contains("you seem offline"), "{msg}");
-    assert!(msg.contains("Download toy.tar.gz by hand") && msg.contains(&url) && msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("Download toy.tar.gz by hand") && msg.contains(&url) && msg.contains(&dir.display().to_string()),
+        "{msg}"
+    );
 
     // A dead mirror first, then the working address.
     let (tgz, _) = toy_archive();
@@ -265,11 +280,16 @@ fn offline_message_says_what_to_download_by_hand() -> Result<()> {
 fn http_errors_and_wrong_archives() -> Result<()> {
     let dir = tmp_dir("http_errors");
     let (tgz, _) = toy_archive();
-    let server = Server::start(HashMap::from([("/toy.tar.gz", Route::Bytes(tgz.clone())), ("/junk.tar.gz", Route::Bytes(b"not gzip".to_vec()))]));
-    let msg = download::download(&archive(vec![server.url("/missing.tar.gz")], "0"), &dir, &quiet()).unwrap_err().to_string();
+    let server = Server::start(HashMap::from([
+        ("/toy.tar.gz", Route::Bytes(tgz.clone())),
+        ("/junk.tar.gz", Route::Bytes(b"not gzip".to_vec())),
+    ]));
+    let msg =
+        download::download(&archive(vec![server.url("/missing.tar.gz")], "0"), &dir, &quiet()).unwrap_err().to_string();
     assert!(msg.contains("HTTP 404") && msg.contains("missing.tar.gz"), "{msg}");
     // The archive does not hold the expected folder.
-    let wrong = Archive { folder: "stl10_binary".into(), ..archive(vec![server.url("/toy.tar.gz")], &md5_of(&tgz, &dir)) };
+    let wrong =
+        Archive { folder: "stl10_binary".into(), ..archive(vec![server.url("/toy.tar.gz")], &md5_of(&tgz, &dir)) };
     let msg = download::download(&wrong, &dir, &quiet()).unwrap_err().to_string();
     assert!(msg.contains("does not hold the folder stl10_binary") && msg.contains("toy"), "{msg}");
     // Not a tar.gz at all (no md5 to catch it first).

@@ -1,7 +1,9 @@
 //! The dataset API: stratified label fractions, the train/validation split, the batch loader
 //! (seeded order, drop_last, prefetching that yields every image once per epoch) and the
 //! n-view wrapper.
-use selfsup::data::{label_fraction, label_fraction_indices, train_val_split, Batch, ImageSet, Loader, LoaderConfig, Views, ViewFn};
+use selfsup::data::{
+    label_fraction, label_fraction_indices, train_val_split, Batch, ImageSet, Loader, LoaderConfig, ViewFn, Views,
+};
 use selfsup::tch::{Device, Kind, Tensor};
 use selfsup::{Error, Result};
 use std::cell::Cell;
@@ -109,7 +111,11 @@ fn loader_order_is_seeded_and_changes_per_epoch() -> Result<()> {
     let e0 = epoch_ids(&loader, 0)?;
     assert_eq!(e0, epoch_ids(&Loader::new(&set, &cfg, Device::Cpu)?, 0)?, "same seed, same batches");
     assert_ne!(e0, epoch_ids(&loader, 1)?, "another epoch, another order");
-    assert_ne!(e0, epoch_ids(&Loader::new(&set, &cfg.clone().seed(6), Device::Cpu)?, 0)?, "another seed, another order");
+    assert_ne!(
+        e0,
+        epoch_ids(&Loader::new(&set, &cfg.clone().seed(6), Device::Cpu)?, 0)?,
+        "another seed, another order"
+    );
     assert_eq!(loader.order(3), loader.order(3));
     // Without shuffling: 0..N in order.
     let ordered = Loader::new(&set, &LoaderConfig::eval(16), Device::Cpu)?;
@@ -147,7 +153,8 @@ fn prefetch_yields_every_image_once_with_its_label() -> Result<()> {
     let set = indexed_set(&[37, 21, 45]); // 103 images
     let labels = set.label_vec();
     for prefetch in [0, 1, 4] {
-        let loader = Loader::new(&set, &LoaderConfig::default().batch_size(10).prefetch(prefetch).seed(1), Device::Cpu)?;
+        let loader =
+            Loader::new(&set, &LoaderConfig::default().batch_size(10).prefetch(prefetch).seed(1), Device::Cpu)?;
         let mut seen = Vec::new();
         for batch in loader.epoch(2)? {
             let batch = batch?;

@@ -229,7 +229,10 @@ fn stl10_to_cifar10_scores_monkey_as_frog() -> Result<()> {
     // And back: frog (6) is scored against monkey (7).
     assert_eq!(Vec::<i64>::try_from(&stl10::from_cifar10(&cifar)?)?, (0..10).collect::<Vec<i64>>());
     assert!(err_text(stl10::to_cifar10(&Tensor::from_slice(&[3i64, 10]))).contains("value 10 at position 1"));
-    assert!(matches!(stl10::to_cifar10(&Tensor::zeros([2, 2], (Kind::Int64, selfsup::tch::Device::Cpu))), Err(Error::Shape { .. })));
+    assert!(matches!(
+        stl10::to_cifar10(&Tensor::zeros([2, 2], (Kind::Int64, selfsup::tch::Device::Cpu))),
+        Err(Error::Shape { .. })
+    ));
     Ok(())
 }
 
@@ -262,7 +265,8 @@ fn write_cifar10_binary(root: &Path) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let record = |i: usize| [vec![(i % 10) as u8], cifar_pixels(i)].concat();
     for b in 0..5 {
-        std::fs::write(dir.join(format!("data_batch_{}.bin", b + 1)), [record(2 * b), record(2 * b + 1)].concat()).unwrap();
+        std::fs::write(dir.join(format!("data_batch_{}.bin", b + 1)), [record(2 * b), record(2 * b + 1)].concat())
+            .unwrap();
     }
     std::fs::write(dir.join("test_batch.bin"), (100..103).flat_map(record).collect::<Vec<_>>()).unwrap();
     std::fs::write(dir.join("batches.meta.txt"), cifar::CIFAR10_CLASS_NAMES.join("\n") + "\n\n").unwrap();
@@ -299,7 +303,10 @@ fn cifar_binary_errors() -> Result<()> {
     bytes.truncate(3073 * 2 + 100);
     std::fs::write(dir.join("test_batch.bin"), &bytes)?;
     let msg = err_text(cifar::load_cifar10(&root, Split::Test));
-    assert!(msg.contains("test_batch.bin") && msg.contains("3073-byte records") && msg.contains("2 records and 100 bytes"), "{msg}");
+    assert!(
+        msg.contains("test_batch.bin") && msg.contains("3073-byte records") && msg.contains("2 records and 100 bytes"),
+        "{msg}"
+    );
     // A label out of range.
     bytes.truncate(3073 * 2);
     bytes[3073] = 10;
@@ -526,14 +533,19 @@ fn cifar100_python_protocol5_frombuffer_with_string_keys() -> Result<()> {
     let dir = root.join("cifar-100-python");
     std::fs::create_dir_all(&dir)?;
     let labels = |fine: Vec<i64>, coarse: Vec<i64>| vec![("fine_labels", fine), ("coarse_labels", coarse)];
-    std::fs::write(dir.join("train"), batch_pickle(0, 4, &labels(vec![99, 0, 42, 7], vec![19, 0, 3, 4]), ArrayForm::FromBuffer))?;
+    std::fs::write(
+        dir.join("train"),
+        batch_pickle(0, 4, &labels(vec![99, 0, 42, 7], vec![19, 0, 3, 4]), ArrayForm::FromBuffer),
+    )?;
     // The test file in python-2 form: one folder may mix both, as re-pickled copies do.
     std::fs::write(dir.join("test"), batch_pickle(60, 2, &labels(vec![1, 2], vec![5, 6]), ArrayForm::Reconstruct))?;
     let fine: Vec<String> = (0..100).map(|i| format!("fine{i}")).collect();
     let coarse: Vec<String> = (0..20).map(|i| format!("coarse{i}")).collect();
     let mut meta = Pickle::new(5);
     meta.op(b"}(").key("fine_label_names", true).str_list(&fine.iter().map(String::as_str).collect::<Vec<_>>(), true);
-    meta.key("coarse_label_names", true).str_list(&coarse.iter().map(String::as_str).collect::<Vec<_>>(), true).op(b"u");
+    meta.key("coarse_label_names", true)
+        .str_list(&coarse.iter().map(String::as_str).collect::<Vec<_>>(), true)
+        .op(b"u");
     std::fs::write(dir.join("meta"), meta.finish())?;
 
     let train = cifar::load_cifar100(&root, Split::Train, Cifar100Labels::Fine)?;
@@ -634,7 +646,16 @@ fn folder_follows_torchvision_order_and_decodes_rgb() -> Result<()> {
         .iter()
         .map(|(p, l)| (p.strip_prefix(&root).unwrap().to_string_lossy().into_owned(), *l))
         .collect();
-    let expected = [("10/x.png", 0), ("2/A.PNG", 1), ("2/b.png", 1), ("a/m.png", 2), ("a/sub/gray.png", 2), ("a/sub/z.png", 2), ("a/sub b/y.png", 2), ("a/sub/deep/w.png", 2)];
+    let expected = [
+        ("10/x.png", 0),
+        ("2/A.PNG", 1),
+        ("2/b.png", 1),
+        ("a/m.png", 2),
+        ("a/sub/gray.png", 2),
+        ("a/sub/z.png", 2),
+        ("a/sub b/y.png", 2),
+        ("a/sub/deep/w.png", 2),
+    ];
     // (Python's `sorted(os.walk(...))` gives exactly this order for these folders.)
     assert_eq!(rel, expected.iter().map(|(p, l)| (p.to_string(), *l)).collect::<Vec<_>>());
 
@@ -642,7 +663,8 @@ fn folder_follows_torchvision_order_and_decodes_rgb() -> Result<()> {
     assert_eq!(set.images.size(), [8, 3, 4, 4]);
     assert_eq!(set.label_vec(), vec![0, 1, 1, 2, 2, 2, 2, 2]);
     // Solid colours survive the resize: (image, channel) → value at every (y, x).
-    let colours = [[255, 0, 0], [0, 0, 255], [0, 255, 0], [70, 80, 90], [128, 128, 128], [10, 20, 30], [40, 50, 60], [1, 2, 3]];
+    let colours =
+        [[255, 0, 0], [0, 0, 255], [0, 255, 0], [70, 80, 90], [128, 128, 128], [10, 20, 30], [40, 50, 60], [1, 2, 3]];
     for (i, rgb) in colours.iter().enumerate() {
         for (c, v) in rgb.iter().enumerate() {
             let plane = set.images.get(i as i64).get(c as i64);
@@ -658,7 +680,9 @@ fn folder_follows_torchvision_order_and_decodes_rgb() -> Result<()> {
 fn folder_resize_keeps_layout() -> Result<()> {
     // A 6×4 image, left half red, right half blue; y-gradient in green.
     let root = tmp_dir("folder_layout");
-    let img = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([if x < 3 { 255 } else { 0 }, (y * 80) as u8, if x < 3 { 0 } else { 255 }]));
+    let img = image::RgbImage::from_fn(6, 4, |x, y| {
+        image::Rgb([if x < 3 { 255 } else { 0 }, (y * 80) as u8, if x < 3 { 0 } else { 255 }])
+    });
     std::fs::create_dir_all(root.join("c"))?;
     img.save(root.join("c/i.png")).unwrap();
     let set = folder::load(&root, &FolderConfig::default().image_size(4).resize(ResizeMode::Stretch))?;

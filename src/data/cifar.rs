@@ -103,7 +103,9 @@ impl CifarSource {
                 (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
             }
             (CifarDataset::Cifar10, CifarFormat::Binary, Split::Test) => vec!["test_batch.bin".into()],
-            (CifarDataset::Cifar10, CifarFormat::Python, Split::Train) => (1..=5).map(|i| format!("data_batch_{i}")).collect(),
+            (CifarDataset::Cifar10, CifarFormat::Python, Split::Train) => {
+                (1..=5).map(|i| format!("data_batch_{i}")).collect()
+            }
             (CifarDataset::Cifar10, CifarFormat::Python, Split::Test) => vec!["test_batch".into()],
             (CifarDataset::Cifar100, CifarFormat::Binary, Split::Train) => vec!["train.bin".into()],
             (CifarDataset::Cifar100, CifarFormat::Binary, Split::Test) => vec!["test.bin".into()],
@@ -134,9 +136,12 @@ fn hint(dataset: CifarDataset) -> String {
 pub fn detect(dir: impl AsRef<Path>, dataset: CifarDataset) -> Result<CifarSource> {
     let dir = dir.as_ref();
     let (bin_dir, py_dir, bin_probe, py_probe): (&str, &str, &[&str], &[&str]) = match dataset {
-        CifarDataset::Cifar10 => {
-            ("cifar-10-batches-bin", "cifar-10-batches-py", &["test_batch.bin", "data_batch_1.bin"], &["test_batch", "data_batch_1"])
-        }
+        CifarDataset::Cifar10 => (
+            "cifar-10-batches-bin",
+            "cifar-10-batches-py",
+            &["test_batch.bin", "data_batch_1.bin"],
+            &["test_batch", "data_batch_1"],
+        ),
         CifarDataset::Cifar100 => ("cifar-100-binary", "cifar-100-python", &["test.bin", "train.bin"], &["meta"]),
     };
     let holds = |d: &Path, probe: &[&str]| probe.iter().any(|f| d.join(f).is_file());
@@ -214,7 +219,12 @@ pub fn load(source: &CifarSource, split: Split, labels: Cifar100Labels) -> Resul
         (CifarDataset::Cifar100, Cifar100Labels::Coarse) => " (coarse labels)",
         _ => "",
     };
-    ImageSet::new(images, Some(Tensor::from_slice(&targets)), names, format!("{} / {}{suffix}", source.dataset.name(), split.name()))
+    ImageSet::new(
+        images,
+        Some(Tensor::from_slice(&targets)),
+        names,
+        format!("{} / {}{suffix}", source.dataset.name(), split.name()),
+    )
 }
 
 /// The class names of `source`: CIFAR-10's ten (from `batches.meta.txt` / `batches.meta`, or
@@ -243,15 +253,12 @@ pub fn class_names(source: &CifarSource, labels: Cifar100Labels) -> Result<Vec<S
         CifarFormat::Python => {
             let mut dict = read_pickle_dict(&path, source.dataset)?;
             let value = take(&mut dict, key).ok_or_else(|| missing_key(&path, key, &dict))?;
-            strings(value).ok_or_else(|| Error::Data(format!("{}: '{key}' should be a list of names", path.display())))?
+            strings(value)
+                .ok_or_else(|| Error::Data(format!("{}: '{key}' should be a list of names", path.display())))?
         }
     };
     if names.len() != expected {
-        return Err(Error::Data(format!(
-            "{}: expected {expected} class names, found {}",
-            path.display(),
-            names.len()
-        )));
+        return Err(Error::Data(format!("{}: expected {expected} class names, found {}", path.display(), names.len())));
     }
     Ok(names)
 }
@@ -342,7 +349,8 @@ fn read_python(path: &Path, dataset: CifarDataset, labels: Cifar100Labels) -> Re
 
 /// Unpickles a file that must hold a dict (batches and meta files).
 fn read_pickle_dict(path: &Path, dataset: CifarDataset) -> Result<BTreeMap<HashableValue, Value>> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, &format!("{} batch", dataset.name()), &hint(dataset), e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| io_error(path, &format!("{} batch", dataset.name()), &hint(dataset), e))?;
     // Never `decode_strings()`: the pixels are a python-2 `str` that is not UTF-8.
     let options = DeOptions::new().keep_restore_state().replace_unresolved_globals();
     let value = serde_pickle::value_from_reader(std::io::BufReader::new(file), options).map_err(|e| {
@@ -360,7 +368,8 @@ fn read_pickle_dict(path: &Path, dataset: CifarDataset) -> Result<BTreeMap<Hasha
 
 /// Removes `key` from a pickled dict, whose keys are byte strings (python 2) or strings (3).
 fn take(dict: &mut BTreeMap<HashableValue, Value>, key: &str) -> Option<Value> {
-    dict.remove(&HashableValue::Bytes(key.as_bytes().to_vec())).or_else(|| dict.remove(&HashableValue::String(key.into())))
+    dict.remove(&HashableValue::Bytes(key.as_bytes().to_vec()))
+        .or_else(|| dict.remove(&HashableValue::String(key.into())))
 }
 
 fn missing_key(path: &Path, key: &str, dict: &BTreeMap<HashableValue, Value>) -> Error {
@@ -372,7 +381,10 @@ fn missing_key(path: &Path, key: &str, dict: &BTreeMap<HashableValue, Value>) ->
             other => format!("{other:?}"),
         })
         .collect();
-    Error::Data(format!("{}: the pickled dict has no '{key}' entry (keys: {keys:?}); is this the right file?", path.display()))
+    Error::Data(format!(
+        "{}: the pickled dict has no '{key}' entry (keys: {keys:?}); is this the right file?",
+        path.display()
+    ))
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -471,17 +483,20 @@ impl NdArray {
         };
         let shape_of = |v: &Value| -> Option<Vec<usize>> {
             match v {
-                Value::Tuple(d) | Value::List(d) => d.iter().map(|x| as_i64(x).and_then(|i| usize::try_from(i).ok())).collect(),
+                Value::Tuple(d) | Value::List(d) => {
+                    d.iter().map(|x| as_i64(x).and_then(|i| usize::try_from(i).ok())).collect()
+                }
                 _ => None,
             }
         };
         let (shape, raw, fortran) = match items.len() {
             5 => {
                 let mut it = items.into_iter();
-                let (_version, shape, _dtype, fortran, raw) = match (it.next(), it.next(), it.next(), it.next(), it.next()) {
-                    (Some(a), Some(b), Some(c), Some(d), Some(e)) => (a, b, c, d, e),
-                    _ => return Err("is a malformed numpy state".into()),
-                };
+                let (_version, shape, _dtype, fortran, raw) =
+                    match (it.next(), it.next(), it.next(), it.next(), it.next()) {
+                        (Some(a), Some(b), Some(c), Some(d), Some(e)) => (a, b, c, d, e),
+                        _ => return Err("is a malformed numpy state".into()),
+                    };
                 let shape = shape_of(&shape).ok_or("has a malformed numpy shape")?;
                 let raw = as_bytes(raw).ok_or("holds no raw bytes (object arrays are not supported)")?;
                 (shape, raw, as_i64(&fortran) == Some(1))
@@ -494,7 +509,8 @@ impl NdArray {
                 };
                 let shape = shape_of(&shape).ok_or("has a malformed numpy shape")?;
                 let raw = as_bytes(buf).ok_or("holds no buffer")?;
-                let fortran = matches!(&order, Value::String(s) if s == "F") || matches!(&order, Value::Bytes(b) if b == b"F");
+                let fortran =
+                    matches!(&order, Value::String(s) if s == "F") || matches!(&order, Value::Bytes(b) if b == b"F");
                 (shape, raw, fortran)
             }
             n => return Err(format!("is a tuple of {n} items, expected a numpy array's pickled state")),

@@ -249,7 +249,10 @@ fn fetch(url: &str, dest: &Path, md5: Option<&str>, cfg: &DownloadConfig) -> std
         206 => {
             // "bytes 100-999/1000": the server resumes where asked.
             let range = total_header("content-range").unwrap_or_default();
-            let first = range.strip_prefix("bytes ").and_then(|r| r.split('-').next()).and_then(|s| s.trim().parse::<u64>().ok());
+            let first = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.trim().parse::<u64>().ok());
             if first != Some(start) {
                 return Err(Fetch::Failed(Error::Data(format!(
                     "downloading {url}: asked to resume at byte {start}, the server sent '{range}'; delete {} and run again",
@@ -270,7 +273,11 @@ fn fetch(url: &str, dest: &Path, md5: Option<&str>, cfg: &DownloadConfig) -> std
             // Nothing left to send: the partial file is already complete (or too long).
             (true, Some(start))
         }
-        _ => return Err(Fetch::Failed(Error::Data(format!("downloading {url} failed: the server answered HTTP {status}")))),
+        _ => {
+            return Err(Fetch::Failed(Error::Data(format!(
+                "downloading {url} failed: the server answered HTTP {status}"
+            ))))
+        }
     };
     let mut file = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&part)?;
     if status != 416 {
@@ -371,8 +378,9 @@ pub fn extract_tar_gz(archive: impl AsRef<Path>, dir: impl AsRef<Path>) -> Resul
     std::fs::create_dir_all(dir.as_ref())?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     tar.set_overwrite(true);
-    tar.unpack(dir.as_ref())
-        .map_err(|e| Error::Data(format!("could not extract {}: {e}; delete it and download it again", archive.display())))
+    tar.unpack(dir.as_ref()).map_err(|e| {
+        Error::Data(format!("could not extract {}: {e}; delete it and download it again", archive.display()))
+    })
 }
 
 /// Extracts into a temporary folder beside the target, then moves `folder` into place, so a

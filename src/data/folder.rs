@@ -103,8 +103,12 @@ pub struct FolderIndex {
 /// holds no image with a known extension.
 pub fn scan(root: impl AsRef<Path>) -> Result<FolderIndex> {
     let root = root.as_ref();
-    let entries = std::fs::read_dir(root)
-        .map_err(|e| Error::Data(format!("image folder {} cannot be read ({e}); expected root/<class>/<image> files", root.display())))?;
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        Error::Data(format!(
+            "image folder {} cannot be read ({e}); expected root/<class>/<image> files",
+            root.display()
+        ))
+    })?;
     let mut classes: Vec<std::ffi::OsString> = Vec::new();
     for entry in entries {
         let entry = entry?;

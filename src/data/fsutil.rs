@@ -31,7 +31,10 @@ pub(crate) fn read_lines(path: &Path, what: &str, hint: &str) -> Result<Vec<Stri
 /// `path` as UTF-8 (libtorch's `from_file` takes a string).
 pub(crate) fn path_str(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| {
-        Error::Data(format!("the path {} is not valid UTF-8; move the data to a folder with a plain name", path.display()))
+        Error::Data(format!(
+            "the path {} is not valid UTF-8; move the data to a folder with a plain name",
+            path.display()
+        ))
     })
 }
 

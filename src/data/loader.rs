@@ -412,7 +412,11 @@ impl Views {
             let view = augment(&x)?; // [B, 3, h, w]
             let vs = view.size();
             if vs.len() != 4 || vs[0] != s[0] {
-                return Err(Error::shape(format!("view {v} returned by the augmentation"), format!("[{}, C, H, W]", s[0]), &vs));
+                return Err(Error::shape(
+                    format!("view {v} returned by the augmentation"),
+                    format!("[{}, C, H, W]", s[0]),
+                    &vs,
+                ));
             }
             out.push(view);
         }

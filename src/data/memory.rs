@@ -32,7 +32,12 @@ use tch::{Device, Kind, Tensor};
 /// # Errors
 /// [`Error::Shape`] for any other layout, [`Error::Data`] for floats outside `[0, 1]`, a
 /// non-integer label kind, or labels outside `0..class_names.len()`.
-pub fn from_tensors(images: &Tensor, labels: Option<&Tensor>, class_names: Vec<String>, name: &str) -> Result<ImageSet> {
+pub fn from_tensors(
+    images: &Tensor,
+    labels: Option<&Tensor>,
+    class_names: Vec<String>,
+    name: &str,
+) -> Result<ImageSet> {
     let images = to_nchw_u8(images, name)?;
     let labels = match labels {
         None => None,
@@ -61,7 +66,12 @@ pub fn from_tensors(images: &Tensor, labels: Option<&Tensor>, class_names: Vec<S
 ///
 /// # Errors
 /// As [`from_tensors`]; also [`Error::Shape`] when `labels` does not hold one label per image.
-pub fn from_ndarray<S, D>(images: &ArrayBase<S, D>, labels: Option<&[i64]>, class_names: Vec<String>, name: &str) -> Result<ImageSet>
+pub fn from_ndarray<S, D>(
+    images: &ArrayBase<S, D>,
+    labels: Option<&[i64]>,
+    class_names: Vec<String>,
+    name: &str,
+) -> Result<ImageSet>
 where
     S: Data,
     S::Elem: tch::kind::Element + Clone,
@@ -69,11 +79,16 @@ where
 {
     let shape: Vec<i64> = images.shape().iter().map(|&d| d as i64).collect();
     let standard = images.as_standard_layout();
-    let flat = standard.as_slice().ok_or_else(|| Error::Data(format!("images of '{name}': array is not contiguous")))?;
+    let flat =
+        standard.as_slice().ok_or_else(|| Error::Data(format!("images of '{name}': array is not contiguous")))?;
     let tensor = Tensor::from_slice(flat).view(shape.as_slice());
     if let Some(l) = labels {
         if Some(&(l.len() as i64)) != shape.first() {
-            return Err(Error::shape(format!("labels of '{name}'"), format!("[{}]", shape.first().copied().unwrap_or(0)), &[l.len() as i64]));
+            return Err(Error::shape(
+                format!("labels of '{name}'"),
+                format!("[{}]", shape.first().copied().unwrap_or(0)),
+                &[l.len() as i64],
+            ));
         }
     }
     let labels = labels.map(Tensor::from_slice);
@@ -129,7 +144,12 @@ pub fn resize(set: &ImageSet, height: i64, width: i64) -> Result<ImageSet> {
     } else {
         Tensor::cat(&parts, 0)
     };
-    ImageSet::new(images, set.labels.as_ref().map(Tensor::shallow_clone), set.class_names.clone(), format!("{} ({height}x{width})", set.name))
+    ImageSet::new(
+        images,
+        set.labels.as_ref().map(Tensor::shallow_clone),
+        set.class_names.clone(),
+        format!("{} ({height}x{width})", set.name),
+    )
 }
 
 /// Converts any accepted layout and kind to `[N, 3, H, W]` `u8`.
@@ -160,9 +180,7 @@ fn to_nchw_u8(images: &Tensor, name: &str) -> Result<Tensor> {
             (x.to_kind(Kind::Float) * 255.0).round().clamp(0.0, 255.0).to_kind(Kind::Uint8)
         }
         k => {
-            return Err(Error::Data(format!(
-                "images of '{name}' must be u8 (0..=255) or floats in [0, 1], got {k:?}"
-            )))
+            return Err(Error::Data(format!("images of '{name}' must be u8 (0..=255) or floats in [0, 1], got {k:?}")))
         }
     };
     Ok(x.contiguous())
