@@ -55,6 +55,8 @@ enum Route {
     CutOnce(Vec<u8>, usize),
     /// Always the whole file with 200, whatever `Range` says.
     NoRange(Vec<u8>),
+    /// The headers of the whole file and `cut` bytes, then silence (the connection stays open).
+    Stall(Vec<u8>, usize),
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1; `log` records "METHOD PATH range=…" per request.
@@ -71,7 +73,8 @@ impl Server {
         let (log2, routes) = (log.clone(), Arc::new(Mutex::new(routes)));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = handle(stream, &routes, &log2);
+                let (routes, log) = (routes.clone(), log2.clone());
+                std::thread::spawn(move || handle(stream, &routes, &log));
             }
         });
         Server { base, log }
@@ -113,6 +116,14 @@ fn handle(
         }
         Some(Route::Bytes(b)) => (b, None, true),
         Some(Route::NoRange(b)) => (b, None, false),
+        Some(Route::Stall(b, cut)) => {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", b.len());
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&b[..cut])?;
+            stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            return Ok(());
+        }
         Some(Route::CutOnce(b, cut)) => {
             routes.lock().unwrap().insert(Box::leak(path.clone().into_boxed_str()), Route::Bytes(b.clone()));
             (b, Some(cut), true)
@@ -234,6 +245,22 @@ fn complete_part_file_and_servers_without_range() -> Result<()> {
     std::fs::write(dir.join("toy.tar.gz.part"), &tgz[..1000])?;
     download::download(&archive(vec![server.url("/plain.tar.gz")], &md5_of(&tgz, &dir)), &dir, &quiet())?;
     assert_eq!(std::fs::read(dir.join("toy.tar.gz"))?, tgz);
+    Ok(())
+}
+
+#[test]
+fn a_stalled_download_ends_with_resume_advice() -> Result<()> {
+    let dir = tmp_dir("stall");
+    let (tgz, _) = toy_archive();
+    let server = Server::start(HashMap::from([("/toy.tar.gz", Route::Stall(tgz.clone(), 5000))]));
+    let cfg = DownloadConfig { timeout_s: 1, ..quiet() };
+    let started = std::time::Instant::now();
+    let msg = download::download(&archive(vec![server.url("/toy.tar.gz")], &md5_of(&tgz, &dir)), &dir, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("no data for 1 s") && msg.contains("run again to resume"), "{msg}");
+    assert!(started.elapsed().as_secs() < 10, "gave up after the stall timeout, not the server's silence");
+    assert_eq!(std::fs::metadata(dir.join("toy.tar.gz.part"))?.len(), 5000);
     Ok(())
 }
 

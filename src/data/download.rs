@@ -24,6 +24,7 @@ use md5::{Digest, Md5};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// A dataset archive: where to get it, its checksum, and the folder it extracts to.
@@ -107,8 +108,9 @@ pub struct DownloadConfig {
     pub progress: bool,
     /// Keep the archive after extraction (torchvision keeps it); `false` frees its space.
     pub keep_archive: bool,
-    /// Seconds to wait for a connection (and for each read) before deciding the host is
-    /// unreachable.
+    /// Seconds to wait for a connection and for the server's answer before deciding the host
+    /// is unreachable. The body itself has no time limit (2.64 GB can take an hour); a stalled
+    /// download can be interrupted and resumed.
     pub timeout_s: u64,
 }
 
@@ -281,27 +283,29 @@ fn fetch(url: &str, dest: &Path, md5: Option<&str>, cfg: &DownloadConfig) -> std
     };
     let mut file = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(&part)?;
     if status != 416 {
-        let mut body = response.into_body().into_reader();
+        let chunks = read_in_background(response.into_body().into_reader());
+        let stall = Duration::from_secs(cfg.timeout_s.max(1));
         let mut progress = Progress::new(dest, start, total, cfg.progress);
         let mut writer = BufWriter::with_capacity(1 << 20, &mut file);
-        let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    writer.flush()?;
-                    progress.finish();
-                    return Err(Fetch::Failed(Error::Data(format!(
-                        "download of {url} interrupted after {} bytes ({e}); run again to resume from {}",
-                        thousands(progress.done),
-                        part.display()
-                    ))));
+            let why = match chunks.recv_timeout(stall) {
+                Ok(Ok(chunk)) if chunk.is_empty() => break,
+                Ok(Ok(chunk)) => {
+                    writer.write_all(&chunk)?;
+                    progress.add(chunk.len() as u64);
+                    continue;
                 }
+                Ok(Err(e)) => e.to_string(),
+                Err(RecvTimeoutError::Timeout) => format!("no data for {} s", stall.as_secs()),
+                Err(RecvTimeoutError::Disconnected) => "the reader stopped".into(),
             };
-            writer.write_all(&buf[..n])?;
-            progress.add(n as u64);
+            writer.flush()?;
+            progress.finish();
+            return Err(Fetch::Failed(Error::Data(format!(
+                "download of {url} interrupted after {} bytes ({why}); run again to resume from {}",
+                thousands(progress.done),
+                part.display()
+            ))));
         }
         writer.flush()?;
         progress.finish();
@@ -321,6 +325,33 @@ fn fetch(url: &str, dest: &Path, md5: Option<&str>, cfg: &DownloadConfig) -> std
     }
     std::fs::rename(&part, dest)?;
     Ok(())
+}
+
+/// Reads a response body on its own thread and hands over chunks (an empty chunk at the end).
+///
+/// Why a thread: ureq has no idle timeout, only a total one, and a 2.64 GB download may rightly
+/// take an hour. Waiting on the channel with a timeout notices a stalled connection, so the
+/// cell ends with "run again to resume" instead of hanging (interrupting a cell would end the
+/// evcxr kernel). A stalled reader thread ends when its connection finally closes.
+fn read_in_background(mut body: impl Read + Send + 'static) -> Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = sync_channel(16);
+    std::thread::spawn(move || loop {
+        let mut buf = vec![0u8; 1 << 16];
+        match body.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.send(Ok(buf)).is_err() || n == 0 {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Whether a request failed because the host cannot be reached at all (offline, DNS, refused).

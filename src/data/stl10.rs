@@ -375,7 +375,8 @@ mod concat_map {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = if page > 0 { page as u64 } else { 4096 };
-        if key[..key.len() - 1].iter().any(|(_, len, _)| len % page != 0) {
+        let (_, all_but_last) = key.split_last().ok_or_else(|| Error::Data("no file to map".into()))?;
+        if all_but_last.iter().any(|(_, len, _)| len % page != 0) {
             return Ok(None);
         }
         let mut table = MAPPINGS.lock().unwrap_or_else(|e| e.into_inner());
