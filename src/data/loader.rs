@@ -348,7 +348,8 @@ pub type ViewFn = Box<dyn FnMut(&Tensor) -> Result<Tensor>>;
 ///
 /// The augmentation is any closure `FnMut(&Tensor) -> Result<Tensor>`, so this module does not
 /// depend on the augmentation module; each call draws fresh random parameters, which is what
-/// makes the views independent.
+/// makes the views independent. With the kit's pipelines, move a seeded generator into the
+/// closure: `Views::two(move |x| aug.apply(x, &mut rng))`, `aug` from `augment::presets`.
 pub struct Views {
     augments: Vec<ViewFn>,
     num_views: usize,
