@@ -517,3 +517,58 @@ fn n_views_and_show_views() -> Result {
     assert!(augment::show_views(&images, &presets::moco_v2(16), 4, 0).is_err());
     Ok(())
 }
+
+/// torchvision's `adjust_hue` for one pixel, written out with its six-sector table
+/// (functional_tensor.py `_rgb2hsv`, `_hsv2rgb`), as an independent reference.
+fn hue_reference(rgb: [f64; 3], shift: f64) -> [f64; 3] {
+    let [r, g, b] = rgb;
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let cr = maxc - minc;
+    let s = if cr == 0.0 { 0.0 } else { cr / maxc };
+    let div = if cr == 0.0 { 1.0 } else { cr };
+    let (rc, gc, bc) = ((maxc - r) / div, (maxc - g) / div, (maxc - b) / div);
+    let h6 = if maxc == r {
+        bc - gc
+    } else if maxc == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    let h = ((h6 / 6.0 + 1.0) % 1.0 + shift).rem_euclid(1.0);
+    let i = (h * 6.0).floor();
+    let f = h * 6.0 - i;
+    let (p, q, t) = (maxc * (1.0 - s), maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)));
+    match (i as i64).rem_euclid(6) {
+        0 => [maxc, t, p],
+        1 => [q, maxc, p],
+        2 => [p, maxc, t],
+        3 => [p, q, maxc],
+        4 => [t, p, maxc],
+        _ => [maxc, p, q],
+    }
+}
+
+#[test]
+fn hue_matches_the_six_sector_reference_on_random_pixels() -> Result {
+    let (n, hw) = (64i64, 16i64);
+    let images = random_images(n, 4, 21); // [64, 3, 4, 4]
+    let shifts: Vec<f64> = (0..n).map(|i| -0.5 + i as f64 / (n - 1) as f64).collect();
+    let y = ops::adjust_hue(&images, &shifts)?;
+    let (x, y) = (to_vec(&images), to_vec(&y));
+    for (s, &shift) in shifts.iter().enumerate() {
+        for p in 0..hw as usize {
+            let at = |c: usize| s * 3 * hw as usize + c * hw as usize + p;
+            let want = hue_reference([x[at(0)] as f64, x[at(1)] as f64, x[at(2)] as f64], shift);
+            for c in 0..3 {
+                assert!(
+                    (y[at(c)] as f64 - want[c]).abs() < 2e-5,
+                    "sample {s} pixel {p} channel {c}: {} vs {}",
+                    y[at(c)],
+                    want[c]
+                );
+            }
+        }
+    }
+    Ok(())
+}

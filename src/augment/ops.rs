@@ -378,7 +378,7 @@ pub fn resized_crop(images: &Tensor, boxes: &[CropBox], size: i64) -> Result<Ten
 /// A wrong shape or an invalid config.
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use selfsup::augment::{self, ops};
 /// use selfsup::tch::{Kind, Tensor, Device};
 /// let images = Tensor::rand([8, 3, 96, 96], (Kind::Float, Device::Cpu));
@@ -511,9 +511,10 @@ pub fn adjust_saturation(images: &Tensor, factors: &[f64]) -> Result<Tensor> {
 /// `h ← (h + shift) mod 1`, HSV → RGB, as torchvision's `adjust_hue` (pure red shifted by 1/3
 /// is pure green).
 ///
-/// The HSV → RGB step uses the closed form `c_n = v − v·s·clamp(min(k, 4 − k), 0, 1)`,
+/// Computed without materialising HSV: the hue in sixths of a turn from torchvision's three
+/// sector formulas, then the closed form `c_n = v − v·s·clamp(min(k, 4 − k), 0, 1)`,
 /// `k = (n + 6h) mod 6`, n = 5, 3, 1 for R, G, B, which equals torchvision's six-sector table
-/// and needs no gather.
+/// (and `v·s` is the chroma `max − min`). About a dozen kernels, no gather.
 ///
 /// # Shapes
 /// `[B, 3, H, W]`, `shifts` `[B]` → `[B, 3, H, W]`.
@@ -542,42 +543,34 @@ fn brightness_t(x: &Tensor, f: &Tensor) -> Tensor {
 
 fn contrast_t(x: &Tensor, f: &Tensor) -> Tensor {
     let mean = luma(x).mean_dim([1i64, 2, 3].as_slice(), true, x.kind()); // [k, 1, 1, 1]
-    (x * f + mean * (f.neg() + 1.0)).clamp(0.0, 1.0) // [k, 3, H, W]
+    mean.lerp_tensor(x, f).clamp(0.0, 1.0) // [k, 3, H, W]: f·x + (1 − f)·mean
 }
 
 fn saturation_t(x: &Tensor, f: &Tensor) -> Tensor {
     let gray = luma(x); // [k, 1, H, W]
-    (x * f + gray * (f.neg() + 1.0)).clamp(0.0, 1.0) // [k, 3, H, W]
+    gray.lerp_tensor(x, f).clamp(0.0, 1.0) // [k, 3, H, W]: f·x + (1 − f)·gray
 }
 
 fn hue_t(x: &Tensor, shift: &Tensor) -> Tensor {
-    // RGB -> HSV, torchvision's `_rgb2hsv`.
+    // RGB -> hue in sixths of a turn, torchvision's `_rgb2hsv` with its three sectors folded
+    // into one `where`: (g − b)/c where max = r, 2 + (b − r)/c where max = g, 4 + (r − g)/c
+    // else (c: the chroma max − min; grey pixels have c = 0 and all numerators 0).
     let r = x.narrow(1, 0, 1); // [k, 1, H, W]
     let g = x.narrow(1, 1, 1); // [k, 1, H, W]
-    let bl = x.narrow(1, 2, 1); // [k, 1, H, W]
-    let maxc = x.amax([1i64].as_slice(), true); // [k, 1, H, W]
-    let minc = x.amin([1i64].as_slice(), true); // [k, 1, H, W]
-    let eqc = maxc.eq_tensor(&minc); // [k, 1, H, W] grey pixels
-    let cr = &maxc - &minc; // [k, 1, H, W] chroma
-    let s = &cr / maxc.masked_fill(&eqc, 1.0); // [k, 1, H, W]
-    let cr_div = cr.masked_fill(&eqc, 1.0);
-    let rc = (&maxc - &r) / &cr_div;
-    let gc = (&maxc - &g) / &cr_div;
-    let bc = (&maxc - &bl) / &cr_div;
-    let is_r = maxc.eq_tensor(&r);
-    let is_g = maxc.eq_tensor(&g).logical_and(&is_r.logical_not());
-    let is_b = is_r.logical_or(&maxc.eq_tensor(&g)).logical_not();
-    let hr = is_r.to_kind(x.kind()) * (&bc - &gc);
-    let hg = is_g.to_kind(x.kind()) * (&rc - &bc + 2.0);
-    let hb = is_b.to_kind(x.kind()) * (&gc - &rc + 4.0);
-    let h = ((hr + hg + hb) / 6.0 + 1.0).fmod(1.0); // [k, 1, H, W] in [0, 1)
-                                                    // Rotate.
-    let h = (h + shift).remainder(1.0); // [k, 1, H, W]
-                                        // HSV -> RGB, closed form (equal to torchvision's `_hsv2rgb` table).
+    let b = x.narrow(1, 2, 1); // [k, 1, H, W]
+    let maxc = x.amax([1i64].as_slice(), true); // [k, 1, H, W] = V
+    let chroma = &maxc - x.amin([1i64].as_slice(), true); // [k, 1, H, W] = V·S
+    let sector_r = &g - &b; // [k, 1, H, W]
+    let sector_g = &b - &r + &chroma * 2.0; // [k, 1, H, W]
+    let sector_b = &r - &g + &chroma * 4.0; // [k, 1, H, W]
+    let h6 = sector_r.where_self(&maxc.eq_tensor(&r), &sector_g.where_self(&maxc.eq_tensor(&g), &sector_b))
+        / chroma.clamp_min(1e-12); // [k, 1, H, W] in [-1, 5]
+                                   // Rotate and go back with the closed form of `_hsv2rgb`:
+                                   // c_n = V − V·S·clamp(min(k, 4 − k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B.
     let n = Tensor::from_slice(&[5.0f32, 3.0, 1.0]).to_kind(x.kind()).to_device(x.device()).view([1, 3, 1, 1]);
-    let k = (n + h * 6.0).remainder(6.0); // [k, 3, H, W]
+    let k = (h6 + shift * 6.0 + n).remainder(6.0); // [k, 3, H, W]
     let ramp = k.minimum(&(k.neg() + 4.0)).clamp(0.0, 1.0); // [k, 3, H, W]
-    &maxc - &maxc * s * ramp // [k, 3, H, W]
+    maxc - chroma * ramp // [k, 3, H, W]
 }
 
 /// Per-sample ColorJitter parameters, as torchvision's `ColorJitter.get_params` draws them.
@@ -695,7 +688,7 @@ pub fn jitter_with(images: &Tensor, jitter: &ColorJitter, params: &JitterParams)
 /// A wrong shape, an invalid config, `p` outside `[0, 1]`.
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use selfsup::augment::{self, ops};
 /// use selfsup::tch::{Kind, Tensor, Device};
 /// let images = Tensor::rand([8, 3, 32, 32], (Kind::Float, Device::Cpu));

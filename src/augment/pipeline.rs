@@ -5,7 +5,7 @@
 //! The config is plain data (serde), so it is saved beside a checkpoint and printed in a
 //! notebook; the chainable setters return a changed copy:
 //!
-//! ```no_run
+//! ```
 //! use selfsup::augment::{self, presets, MultiView};
 //! use selfsup::tch::{Device, Kind, Tensor};
 //! let augment = presets::moco_v2(96).blur_p(0.0).crop_scale(0.08, 1.0);
@@ -144,7 +144,7 @@ impl Step {
 ///
 /// Build one from [`super::presets`] and adjust it with the setters, or list the steps:
 ///
-/// ```no_run
+/// ```
 /// use selfsup::augment::{ops::{ColorJitter, RandomResizedCrop}, Augment, Op};
 /// let augment = Augment::new()
 ///     .then(Op::RandomResizedCrop(RandomResizedCrop::new(32)), 1.0)

@@ -77,7 +77,7 @@ pub fn moco_v1(image_size: i64) -> Augment {
 }
 
 /// MoCo v2's augmentation (Chen, Fan, Girshick, He 2020: "we extend the original augmentation
-/// in [MoCo] by including the blur augmentation"; the stronger colour distortion has "diminishing
+/// in \[MoCo\] by including the blur augmentation"; the stronger colour distortion has "diminishing
 /// gains in our higher baselines"), with the numbers of facebookresearch/moco `main_moco.py
 /// --aug-plus`, "similar to SimCLR": `RandomResizedCrop(224, scale=(0.2, 1.))`,
 /// `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)`, `RandomGrayscale(p=0.2)`,
