@@ -572,3 +572,14 @@ fn hue_matches_the_six_sector_reference_on_random_pixels() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn into_fn_draws_fresh_views_from_its_own_seed() -> Result {
+    let images = random_u8(4, 20, 3);
+    let mut f = presets::simclr(16).into_fn(5);
+    let (a, b) = (f(&images)?, f(&images)?);
+    assert!(max_abs_diff(&a, &b) > 1e-3, "each call draws new parameters");
+    let mut g = presets::simclr(16).into_fn(5);
+    assert!(max_abs_diff(&a, &g(&images)?) == 0.0, "same seed, same first view");
+    Ok(())
+}

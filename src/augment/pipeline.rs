@@ -359,6 +359,15 @@ impl Augment {
         tch::no_grad(|| self.steps.iter().try_fold(x, |x, step| step.apply(&x, rng)))
     }
 
+    /// The pipeline as a closure that owns a generator seeded with `seed`: each call augments a
+    /// batch with fresh draws. This is the form the loader's `data::Views` takes:
+    /// `Views::two(presets::moco_v2(96).into_fn(0))`; for an asymmetric pair,
+    /// `pair.view1.into_fn(0)` and `pair.view2.into_fn(1)`.
+    pub fn into_fn(self, seed: u64) -> impl FnMut(&Tensor) -> Result<Tensor> + Send + 'static {
+        let mut rng = super::rng(seed);
+        move |images: &Tensor| self.apply(images, &mut rng)
+    }
+
     /// Two independently augmented views of the same batch (SimCLR, MoCo: the same pipeline
     /// twice; MoCo's `TwoCropsTransform`).
     ///
