@@ -355,13 +355,12 @@ pub fn resized_crop(images: &Tensor, boxes: &[CropBox], size: i64) -> Result<Ten
     };
     let (top, left) = (col(|c| c.top), col(|c| c.left)); // [B], [B]
     let (bh, bw) = (col(|c| c.height), col(|c| c.width)); // [B], [B]
-    let steps = Tensor::arange(size, (Kind::Float, device)) + 0.5; // [S] pixel centres
-                                                                   // Normalised source coordinates in [-1, 1] (align_corners=False: -1 and 1 are pixel edges).
-    let gx = ((left.view([b, 1, 1]) + steps.view([1, 1, size]) * (bw / size as f64).view([b, 1, 1]))
-        * (2.0 / w as f64))
-        - 1.0; // [B, 1, S]
-    let gy = ((top.view([b, 1, 1]) + steps.view([1, size, 1]) * (bh / size as f64).view([b, 1, 1])) * (2.0 / h as f64))
-        - 1.0; // [B, S, 1]
+
+    // Normalised source coordinates in [-1, 1] (align_corners=False: -1 and 1 are pixel edges).
+    let steps = Tensor::arange(size, (Kind::Float, device)) + 0.5; // [S] output pixel centres
+    let (sx, sy) = ((bw / size as f64).view([b, 1, 1]), (bh / size as f64).view([b, 1, 1])); // [B, 1, 1] each
+    let gx = (left.view([b, 1, 1]) + steps.view([1, 1, size]) * sx) * (2.0 / w as f64) - 1.0; // [B, 1, S]
+    let gy = (top.view([b, 1, 1]) + steps.view([1, size, 1]) * sy) * (2.0 / h as f64) - 1.0; // [B, S, 1]
     let grid = Tensor::stack(&[gx.expand([b, size, size], false), gy.expand([b, size, size], false)], -1); // [B, S, S, 2]
     let grid = grid.to_kind(images.kind());
     // interpolation 0 = bilinear, padding 1 = border.
