@@ -147,23 +147,30 @@ fn hue_matches_torchvision() -> Result {
 
 #[test]
 fn jitter_applies_each_samples_parts_in_its_own_order() -> Result {
-    let jitter = ColorJitter::new(0.4, 0.4, 0.4, 0.1);
-    let images = random_images(6, 6, 1);
-    let mut rng = augment::rng(3);
-    let params = ops::sample_jitter(6, &jitter, &mut rng)?;
-    let batched = ops::jitter_with(&images, &jitter, &params)?;
-    for i in 0..6 {
-        let mut x = images.narrow(0, i as i64, 1);
-        for &part in &params.order[i] {
-            x = match part {
-                0 => ops::adjust_brightness(&x, &[params.brightness[i]])?,
-                1 => ops::adjust_contrast(&x, &[params.contrast[i]])?,
-                2 => ops::adjust_saturation(&x, &[params.saturation[i]])?,
-                _ => ops::adjust_hue(&x, &[params.hue[i]])?,
-            };
+    let images = random_images(32, 6, 1);
+    for jitter in [
+        ColorJitter::new(0.4, 0.4, 0.4, 0.1),
+        ColorJitter::new(0.8, 0.0, 0.8, 0.2),
+        ColorJitter::new(0.0, 0.5, 0.0, 0.0),
+    ] {
+        let mut rng = augment::rng(3);
+        let params = ops::sample_jitter(32, &jitter, &mut rng)?;
+        let batched = ops::jitter_with(&images, &jitter, &params)?;
+        let strengths = [jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue];
+        for i in 0..32 {
+            let mut x = images.narrow(0, i as i64, 1);
+            for &part in params.order[i].iter().filter(|&&part| strengths[part] > 0.0) {
+                x = match part {
+                    0 => ops::adjust_brightness(&x, &[params.brightness[i]])?,
+                    1 => ops::adjust_contrast(&x, &[params.contrast[i]])?,
+                    2 => ops::adjust_saturation(&x, &[params.saturation[i]])?,
+                    _ => ops::adjust_hue(&x, &[params.hue[i]])?,
+                };
+            }
+            assert!(max_abs_diff(&x, &batched.narrow(0, i as i64, 1)) < 1e-6, "{jitter:?}, sample {i}");
         }
-        assert!(max_abs_diff(&x, &batched.narrow(0, i as i64, 1)) < 1e-6, "sample {i}");
     }
+    let jitter = ColorJitter::new(0.4, 0.4, 0.4, 0.1);
     // The order matters: hue then contrast differs from contrast then hue.
     let two = images.narrow(0, 0, 1).repeat([2, 1, 1, 1]);
     let p = JitterParams {

@@ -617,9 +617,11 @@ pub fn sample_jitter<R: Rng + ?Sized>(n: i64, jitter: &ColorJitter, rng: &mut R)
 /// Applies ColorJitter with the given per-sample parameters: for each sample its four parts in
 /// its own order. Parts whose strength in `jitter` is 0 are left out, as torchvision does.
 ///
-/// Batched: at each of the four positions the samples are grouped by which part they apply
-/// there, and each group runs as one call, so the cost is four passes over the batch plus
-/// sixteen gathers, whatever B.
+/// Batched with few kernels, whatever B: brightness, contrast and saturation are all the same
+/// blend `clamp(ref + f·(x − ref), 0, 1)` with `ref` = 0, `mean(gray(x))` or `gray(x)`, so at
+/// each of the four positions one blend serves every sample, with per-sample `f` and `ref`
+/// weights (`f = 1`, the identity, for a sample whose part there is the hue); the hue then runs
+/// once on the samples whose part at that position it is.
 ///
 /// # Shapes
 /// `[B, 3, H, W]` → `[B, 3, H, W]`.
@@ -639,38 +641,43 @@ pub fn jitter_with(images: &Tensor, jitter: &ColorJitter, params: &JitterParams)
     }
     let device = images.device();
     let enabled = [jitter.brightness > 0.0, jitter.contrast > 0.0, jitter.saturation > 0.0, jitter.hue > 0.0];
-    let factors = [
-        per_sample(&params.brightness, device),
-        per_sample(&params.contrast, device),
-        per_sample(&params.saturation, device),
-        per_sample(&params.hue, device),
-    ]; // 4 x [B, 1, 1, 1]
-    let mut x = images.copy(); // [B, 3, H, W], written in place below
+    let n = b as usize;
+    let mut x = images.shallow_clone(); // [B, 3, H, W]
     for position in 0..4 {
-        for (part, &on) in enabled.iter().enumerate() {
-            if !on {
+        // Per-sample blend factor f and weights of gray(x) and of its mean in `ref`, and the hue
+        // shift, packed into one upload: rows f, w_gray, w_mean, shift.
+        let mut rows = vec![1.0f32; n];
+        rows.extend(std::iter::repeat_n(0.0f32, 3 * n));
+        let (mut blends, mut hue_members) = (false, Vec::new());
+        for (i, order) in params.order.iter().enumerate() {
+            let part = order[position];
+            if !enabled[part] {
                 continue;
             }
-            let members: Vec<i64> =
-                params.order.iter().enumerate().filter(|(_, o)| o[position] == part).map(|(i, _)| i as i64).collect();
-            if members.is_empty() {
-                continue;
+            match part {
+                0 => rows[i] = params.brightness[i] as f32,
+                1 => (rows[i], rows[2 * n + i]) = (params.contrast[i] as f32, 1.0),
+                2 => (rows[i], rows[n + i]) = (params.saturation[i] as f32, 1.0),
+                _ => {
+                    rows[3 * n + i] = params.hue[i] as f32;
+                    hue_members.push(i as i64);
+                }
             }
-            let all = members.len() as i64 == b;
-            let idx = index_tensor(&members, device); // [k]
-            let sub = if all { x.shallow_clone() } else { x.index_select(0, &idx) }; // [k, 3, H, W]
-            let f = if all { factors[part].shallow_clone() } else { factors[part].index_select(0, &idx) }; // [k, 1, 1, 1]
-            let out = match part {
-                0 => brightness_t(&sub, &f),
-                1 => contrast_t(&sub, &f),
-                2 => saturation_t(&sub, &f),
-                _ => hue_t(&sub, &f),
-            }; // [k, 3, H, W]
-            if all {
-                x = out;
-            } else {
-                let _ = x.index_copy_(0, &idx, &out);
-            }
+            blends |= part < 3;
+        }
+        let rows = Tensor::from_slice(&rows).to_device(device).to_kind(images.kind()).view([4, b, 1, 1, 1]); // [4, B, 1, 1, 1]
+        if blends {
+            let gray = luma(&x); // [B, 1, H, W]
+            let mean = gray.mean_dim([1i64, 2, 3].as_slice(), true, x.kind()); // [B, 1, 1, 1]
+            let reference = gray * rows.get(1) + mean * rows.get(2); // [B, 1, H, W]
+            x = reference.lerp_tensor(&x, &rows.get(0)).clamp(0.0, 1.0); // [B, 3, H, W]
+        }
+        if hue_members.len() == n {
+            x = hue_t(&x, &rows.get(3)); // [B, 3, H, W]
+        } else if !hue_members.is_empty() {
+            let idx = index_tensor(&hue_members, device); // [k]
+            let rotated = hue_t(&x.index_select(0, &idx), &rows.get(3).index_select(0, &idx)); // [k, 3, H, W]
+            x = x.index_copy(0, &idx, &rotated); // [B, 3, H, W]
         }
     }
     Ok(x)
