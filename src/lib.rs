@@ -34,6 +34,7 @@ pub mod augment;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod methods;
 mod files;
 pub mod models;
 pub mod prelude;
