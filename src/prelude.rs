@@ -1,6 +1,6 @@
 //! Everything a notebook needs: `use selfsup::prelude::*;`
 pub use crate::augment::{self, Augment, MultiView, TwoViews};
-pub use crate::data::{self, synthetic::SyntheticConfig, ImageSet, Normalization, Split};
+pub use crate::data::{self, synthetic::SyntheticConfig, ImageSet, Loader, LoaderConfig, Normalization, Source, Split, Views};
 pub use crate::device::{environment, pick_device, seed_everything};
 pub use crate::error::{Error, Result};
 pub use crate::models::{self, Depth, ResNet, ResNetConfig, Stage};

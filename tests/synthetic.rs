@@ -82,3 +82,31 @@ fn image_set_helpers() {
     let unl = synthetic::load(Split::Unlabeled, &SyntheticConfig::tiny()).unwrap();
     assert!(unl.label_batch(0, 1, Device::Cpu).unwrap_err().to_string().contains("no labels"));
 }
+
+#[test]
+fn source_falls_back_to_the_embedded_set_and_finds_real_data_via_selfsup_data() {
+    // Only this test touches SELFSUP_DATA in this test binary.
+    let empty = std::env::temp_dir().join(format!("selfsup-nodata-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    std::env::set_var("SELFSUP_DATA", &empty);
+    let src = Source::stl10_or_synthetic(SyntheticConfig::tiny());
+    assert!(!src.is_real());
+    assert!(src.describe().contains("embedded") && src.describe().contains("SELFSUP_DATA"));
+    assert_eq!(src.load(Split::Test).unwrap().len(), 100);
+    // A CIFAR-10 binary folder with one test record is found and read.
+    let bin = empty.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut record = vec![3u8];
+    record.extend(std::iter::repeat_n(9u8, 3072));
+    std::fs::write(bin.join("test_batch.bin"), &record).unwrap();
+    std::fs::write(bin.join("batches.meta.txt"), CIFAR10.join("\n")).unwrap();
+    let src = Source::cifar10_or_synthetic(SyntheticConfig::tiny());
+    assert!(src.is_real(), "{}", src.describe());
+    let test = src.load(Split::Test).unwrap();
+    assert_eq!(test.images.size(), [1, 3, 32, 32]);
+    assert_eq!(test.label_vec(), vec![3]);
+    std::env::remove_var("SELFSUP_DATA");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+const CIFAR10: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];

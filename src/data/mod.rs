@@ -6,18 +6,26 @@
 //!   when no real data is found (no download needed).
 //! - [`Normalization`]: per-channel mean/std (ImageNet's by default) and its inverse, for
 //!   feeding networks and for showing images again.
+//! - Readers for the formats users have: [`stl10`], [`cifar`] (CIFAR-10/100, binary and python
+//!   pickle), [`folder`] (ImageNet-style folders), [`memory`] (tensors and ndarrays), and
+//!   [`download`] (official archives with md5 check, resume and progress).
+//! - [`source::Source`]: real data from [`source::data_dir`] when present, else the embedded set.
+//! - [`subset`]: label fractions and train/validation splits; [`loader`]: seeded, prefetched
+//!   batches on the device, with n augmented views.
 pub mod cifar;
 pub mod download;
 pub mod folder;
 mod fsutil;
 pub mod loader;
 pub mod memory;
+pub mod source;
 pub mod stl10;
 pub mod subset;
 pub mod synthetic;
 
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, Views, ViewBatch, ViewEpoch, ViewFn};
 pub use memory::resize;
+pub use source::{data_dir, Source};
 pub use stl10::Stl10Split;
 pub use subset::{label_fraction, label_fraction_indices, train_val_split};
 
