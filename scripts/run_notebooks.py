@@ -22,6 +22,7 @@ import sys
 import time
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellExecutionError, CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async
@@ -145,6 +146,11 @@ def run(path, kernel, out_dir, timeout):
     )
     t0 = time.time()
     crash = None
+    try:
+        KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        sys.exit(f"selfsup: error: the Jupyter kernel '{kernel}' is not installed in this Python environment; "
+                 "run ./kit open or ./kit test, which install it into the kit's venv")
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
