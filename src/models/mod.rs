@@ -3,3 +3,6 @@
 pub mod resnet;
 
 pub use resnet::{resnet18, resnet34, resnet50, Depth, ResNet, ResNetConfig, Stage};
+pub mod heads;
+
+pub use heads::{HeadConfig, Mlp};
