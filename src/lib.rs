@@ -50,3 +50,5 @@ pub use tch;
 pub fn device() -> tch::Device {
     pick_device()
 }
+pub mod losses;
+pub mod momentum;
