@@ -537,39 +537,52 @@ fn check_factors(what: &str, images: &Tensor, factors: &[f64], hue: bool) -> Res
 }
 
 fn brightness_t(x: &Tensor, f: &Tensor) -> Tensor {
-    (x * f).clamp(0.0, 1.0) // [k, 3, H, W]
+    let mut y = x * f; // [k, 3, H, W]
+    let _ = y.clamp_(0.0, 1.0);
+    y
 }
 
 fn contrast_t(x: &Tensor, f: &Tensor) -> Tensor {
     let mean = luma(x).mean_dim([1i64, 2, 3].as_slice(), true, x.kind()); // [k, 1, 1, 1]
-    mean.lerp_tensor(x, f).clamp(0.0, 1.0) // [k, 3, H, W]: f·x + (1 − f)·mean
+    let mut y = mean.lerp_tensor(x, f); // [k, 3, H, W]: f·x + (1 − f)·mean
+    let _ = y.clamp_(0.0, 1.0);
+    y
 }
 
 fn saturation_t(x: &Tensor, f: &Tensor) -> Tensor {
     let gray = luma(x); // [k, 1, H, W]
-    gray.lerp_tensor(x, f).clamp(0.0, 1.0) // [k, 3, H, W]: f·x + (1 − f)·gray
+    let mut y = gray.lerp_tensor(x, f); // [k, 3, H, W]: f·x + (1 − f)·gray
+    let _ = y.clamp_(0.0, 1.0);
+    y
 }
 
 fn hue_t(x: &Tensor, shift: &Tensor) -> Tensor {
-    // RGB -> hue in sixths of a turn, torchvision's `_rgb2hsv` with its three sectors folded
-    // into one `where`: (g − b)/c where max = r, 2 + (b − r)/c where max = g, 4 + (r − g)/c
-    // else (c: the chroma max − min; grey pixels have c = 0 and all numerators 0).
+    // Fresh temporaries are updated in place (`let _ = t.op_()`): on the CPU every new
+    // full-size tensor costs page faults, and it halves the memory traffic on the GPU.
+    //
+    // RGB -> hue in sixths of a turn, torchvision's `_rgb2hsv` with its three sectors selected
+    // by exact 0/1 lerps: (g − b)/c where max = r, else 2 + (b − r)/c where max = g, else
+    // 4 + (r − g)/c (c: the chroma max − min; grey pixels have c = 0 and all numerators 0).
+    let kind = x.kind();
     let r = x.narrow(1, 0, 1); // [k, 1, H, W]
     let g = x.narrow(1, 1, 1); // [k, 1, H, W]
     let b = x.narrow(1, 2, 1); // [k, 1, H, W]
     let maxc = x.amax([1i64].as_slice(), true); // [k, 1, H, W] = V
-    let chroma = &maxc - x.amin([1i64].as_slice(), true); // [k, 1, H, W] = V·S
-    let sector_r = &g - &b; // [k, 1, H, W]
-    let sector_g = &b - &r + &chroma * 2.0; // [k, 1, H, W]
-    let sector_b = &r - &g + &chroma * 4.0; // [k, 1, H, W]
-    let h6 = sector_r.where_self(&maxc.eq_tensor(&r), &sector_g.where_self(&maxc.eq_tensor(&g), &sector_b))
-        / chroma.clamp_min(1e-12); // [k, 1, H, W] in [-1, 5]
-                                   // Rotate and go back with the closed form of `_hsv2rgb`:
-                                   // c_n = V − V·S·clamp(min(k, 4 − k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B.
-    let n = Tensor::from_slice(&[5.0f32, 3.0, 1.0]).to_kind(x.kind()).to_device(x.device()).view([1, 3, 1, 1]);
-    let k = (h6 + shift * 6.0 + n).remainder(6.0); // [k, 3, H, W]
-    let ramp = k.minimum(&(k.neg() + 4.0)).clamp(0.0, 1.0); // [k, 3, H, W]
-    maxc - chroma * ramp // [k, 3, H, W]
+    let mut chroma = x.amin([1i64].as_slice(), true); // [k, 1, H, W]
+    let _ = chroma.neg_().g_add_(&maxc); // V − min = V·S
+    let mut h6 = &r - &g + &chroma * 4.0; // [k, 1, H, W] blue sector
+    let _ = h6.lerp_tensor_(&(&b - &r + &chroma * 2.0), &maxc.eq_tensor(&g).to_kind(kind)); // green sector
+    let _ = h6.lerp_tensor_(&(&g - &b), &maxc.eq_tensor(&r).to_kind(kind)); // red sector wins ties
+    let _ = h6.g_div_(&chroma.clamp_min(1e-12)); // [k, 1, H, W] in [-1, 5]
+    let _ = h6.g_add_(&(shift * 6.0)).remainder_(6.0); // rotated hue in [0, 6)
+
+    // Back with the closed form of `_hsv2rgb`: c_n = V − V·S·ramp(k), k = (h + n) mod 6,
+    // n = 5, 3, 1 for R, G, B, ramp(k) = clamp(min(k, 4 − k), 0, 1) = clamp(2 − |k − 2|, 0, 1).
+    let n = Tensor::from_slice(&[5.0f32, 3.0, 1.0]).to_kind(kind).to_device(x.device()).view([1, 3, 1, 1]);
+    let mut k = h6 + n; // [k, 3, H, W] in [1, 11)
+    let _ = k.remainder_(6.0).g_sub_scalar_(2.0).abs_().neg_().g_add_scalar_(2.0).clamp_(0.0, 1.0); // ramp
+    let _ = k.g_mul_(&chroma).neg_().g_add_(&maxc); // V − V·S·ramp
+    k // [k, 3, H, W]
 }
 
 /// Per-sample ColorJitter parameters, as torchvision's `ColorJitter.get_params` draws them.
@@ -670,7 +683,9 @@ pub fn jitter_with(images: &Tensor, jitter: &ColorJitter, params: &JitterParams)
             let gray = luma(&x); // [B, 1, H, W]
             let mean = gray.mean_dim([1i64, 2, 3].as_slice(), true, x.kind()); // [B, 1, 1, 1]
             let reference = gray * rows.get(1) + mean * rows.get(2); // [B, 1, H, W]
-            x = reference.lerp_tensor(&x, &rows.get(0)).clamp(0.0, 1.0); // [B, 3, H, W]
+            let mut blended = reference.lerp_tensor(&x, &rows.get(0)); // [B, 3, H, W]
+            let _ = blended.clamp_(0.0, 1.0);
+            x = blended;
         }
         if hue_members.len() == n {
             x = hue_t(&x, &rows.get(3)); // [B, 3, H, W]

@@ -347,7 +347,11 @@ impl Augment {
             return Err(Error::shape("Augment::apply images", "[B, 3, H, W] with B >= 1", &s));
         }
         let x = match images.kind() {
-            Kind::Uint8 => images.to_kind(Kind::Float) / 255.0, // [B, 3, H, W] in [0, 1]
+            Kind::Uint8 => {
+                let mut x = images.to_kind(Kind::Float); // [B, 3, H, W] in [0, 255]
+                let _ = x.g_div_scalar_(255.0);
+                x
+            }
             Kind::Float => images.shallow_clone(),
             Kind::Double | Kind::Half | Kind::BFloat16 => images.to_kind(Kind::Float),
             other => {

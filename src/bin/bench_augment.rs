@@ -34,25 +34,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Median seconds of `f` over `reps` runs after `warmup` runs.
+/// CPU seconds used by this process so far (all threads). On a shared machine the wall time
+/// includes waiting for a core; the CPU time does not.
+fn cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is supported on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    if rc == 0 {
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    } else {
+        f64::NAN
+    }
+}
+
+/// Median wall seconds and median CPU seconds of `f` over `reps` runs after `warmup` runs.
 fn time<F: FnMut() -> selfsup::Result<()>>(
     device: Device,
     warmup: usize,
     reps: usize,
     mut f: F,
-) -> selfsup::Result<f64> {
+) -> selfsup::Result<(f64, f64)> {
     for _ in 0..warmup {
         f()?;
     }
     sync(device);
-    let mut times = Vec::with_capacity(reps);
+    let (mut wall, mut cpu) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
     for _ in 0..reps {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         f()?;
         sync(device);
-        times.push(t.elapsed().as_secs_f64());
+        wall.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_seconds() - c);
     }
-    Ok(median(times))
+    Ok((median(wall), median(cpu)))
 }
 
 fn main() -> selfsup::Result<()> {
@@ -68,19 +82,20 @@ fn main() -> selfsup::Result<()> {
     let mut rng = augment::rng(0);
 
     let _guard = tch::no_grad_guard();
-    let pair = time(device, warmup, reps, || augment.two_views(&images, &mut rng).map(|_| ()))?;
+    let (pair, pair_cpu) = time(device, warmup, reps, || augment.two_views(&images, &mut rng).map(|_| ()))?;
     let per_second = 2.0 * batch as f64 / pair;
 
     println!("# bench_augment: SimCLR preset, {size}x{size}, batch {batch}, two views, {reps} reps after {warmup} warm-up, median");
     println!();
-    println!("| device | threads | batch | two views of a batch (ms) | augmented images/s |");
-    println!("|---|---|---|---|---|");
+    println!("| device | threads | batch | two views of a batch, wall (ms) | augmented images/s | CPU time (ms) |");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {batch} | {:.1} | {:.0} |",
+        "| {} | {} | {batch} | {:.1} | {:.0} | {:.1} |",
         selfsup::device::describe(device),
         tch::get_num_threads(),
         pair * 1e3,
-        per_second
+        per_second,
+        pair_cpu * 1e3
     );
     println!();
     println!("Per step, one view, every sample (p = 1; the preset applies it with p), median ms:");
@@ -92,7 +107,7 @@ fn main() -> selfsup::Result<()> {
         // Every step at p = 1 shows its full cost; the preset's own p scales it down.
         let full = augment::Step::new(step.op.clone(), 1.0);
         let input = x.shallow_clone();
-        let t = time(device, 1, reps, || full.apply(&input, &mut rng).map(|_| ()))?;
+        let (t, _) = time(device, 1, reps, || full.apply(&input, &mut rng).map(|_| ()))?;
         println!("| {:?} | {} | {:.2} |", step.op.kind(), step.p, t * 1e3);
         if let augment::Op::ColorJitter(_) = step.op {
             // The four parts of the jitter, each on the whole batch with factor 1.1 / shift 0.1.
@@ -105,7 +120,7 @@ fn main() -> selfsup::Result<()> {
             ];
             for (name, part) in parts {
                 let factors = if name == "hue" { vec![0.1; batch as usize] } else { f.clone() };
-                let t = time(device, 1, reps, || part(&input, &factors).map(|_| ()))?;
+                let (t, _) = time(device, 1, reps, || part(&input, &factors).map(|_| ()))?;
                 println!("| - {name} | | {:.2} |", t * 1e3);
             }
         }
