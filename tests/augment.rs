@@ -521,6 +521,14 @@ fn n_views_and_show_views() -> Result {
     assert!(presets::simclr(16).views(&images, 0, &mut augment::rng(0)).is_err());
     let fig = augment::show_views(&images, &presets::moco_v2(16), 2, 0)?;
     assert!(fig.width() > 0 && fig.height() > 0);
+    // The kit's own shapes, as a notebook shows them (saved for a look: target/augment_views.png).
+    let set = selfsup::data::synthetic::load(
+        selfsup::data::Split::Train,
+        &selfsup::data::synthetic::SyntheticConfig::tiny(),
+    )?;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("augment_views.png");
+    augment::show_views(&set.images, &presets::byol(32), 4, 0)?.save(&path)?;
+    assert!(path.exists());
     assert!(augment::show_views(&images, &presets::moco_v2(16), 4, 0).is_err());
     Ok(())
 }
