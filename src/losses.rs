@@ -111,7 +111,9 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 /// MoCo's logits: `[q·k⁺, q·queue] / τ` with the positive key in column 0.
 ///
 /// `q` and `k` should already be ℓ2-normalised (MoCo normalises them before this step); the queue
-/// holds normalised keys as columns, as builder.py's `queue` buffer `[C, K]` does.
+/// holds normalised keys as columns, as builder.py's `queue` buffer `[C, K]` does. Autograd keeps
+/// the queue for the backward pass, so pass a copy if it is overwritten in place before backward
+/// (builder.py's `self.queue.clone().detach()`; [`crate::methods::Moco::logits`] does this).
 ///
 /// ```text
 /// l_pos  = einsum('nc,nc->n', q, k).unsqueeze(-1)   # [N, 1]

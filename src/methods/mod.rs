@@ -55,3 +55,73 @@ pub trait SslMethod {
     /// When a name is missing or a shape differs (a checkpoint of another method or config).
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
 }
+
+pub mod barlow_twins;
+pub mod byol;
+pub mod moco;
+pub mod simclr;
+
+pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
+pub use byol::{Byol, ByolConfig, MomentumSchedule};
+pub use moco::{Moco, MocoConfig};
+pub use simclr::{SimClr, SimClrConfig};
+
+/// Checks a pair of views for a training step: both `[N, 3, H, W]`, same shape, N ≥ `min_batch`.
+/// Returns N.
+pub(crate) fn check_views(method: &str, v1: &Tensor, v2: &Tensor, min_batch: i64) -> Result<i64> {
+    let s1 = v1.size();
+    if s1.len() != 4 || s1[1] != 3 || s1[0] < min_batch {
+        return Err(crate::Error::shape(
+            format!("{method}: first view"),
+            format!("[N, 3, H, W] with N >= {min_batch}"),
+            &s1,
+        ));
+    }
+    let s2 = v2.size();
+    if s2 != s1 {
+        return Err(crate::Error::shape(format!("{method}: second view (must match the first)"), format!("{s1:?}"), &s2));
+    }
+    Ok(s1[0])
+}
+
+/// A store's variables as named tensors (sorted by name), renamed by `rename`, for `state()`.
+pub(crate) fn store_state(vs: &nn::VarStore, rename: impl Fn(&str) -> String) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(name, t)| (rename(&name), t.detach())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+/// Copies `state` entries into the tensors `expected` (name → destination), in place and without
+/// gradients, after checking that the names are exactly the expected ones and the shapes match.
+pub(crate) fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(String, Tensor)]) -> Result<()> {
+    use std::collections::HashMap;
+    let given: HashMap<&str, &Tensor> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let missing: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).filter(|n| !given.contains_key(n)).collect();
+    let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let unexpected: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).filter(|n| !known.contains(n)).collect();
+    if !missing.is_empty() || !unexpected.is_empty() {
+        let list = |v: &[&str]| {
+            let shown = v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+            format!("{} ({shown}{})", v.len(), if v.len() > 5 { ", …" } else { "" })
+        };
+        return Err(crate::Error::Data(format!(
+            "{method}: the state does not fit this method: missing {}, unexpected {}; was it saved by another \
+             method or config?",
+            list(&missing),
+            list(&unexpected)
+        )));
+    }
+    for (name, dst) in expected {
+        let src = given[name.as_str()];
+        if src.size() != dst.size() {
+            return Err(crate::Error::shape(format!("{method}: state entry '{name}'"), format!("{:?}", dst.size()), &src.size()));
+        }
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, dst) in expected {
+            let src = given[name.as_str()];
+            dst.shallow_clone().f_copy_(&src.to_device(dst.device()).to_kind(dst.kind()))?;
+        }
+        Ok(())
+    })
+}
