@@ -598,3 +598,14 @@ fn into_fn_draws_fresh_views_from_its_own_seed() -> Result {
     assert!(max_abs_diff(&a, &g(&images)?) == 0.0, "same seed, same first view");
     Ok(())
 }
+
+#[test]
+fn normalize_equals_the_datasets_normalization() -> Result {
+    let x = random_images(4, 8, 4);
+    for n in [Normalization::imagenet(), Normalization::cifar10()] {
+        assert!(max_abs_diff(&ops::normalize(&x, &n)?, &n.normalize(&x)?) < 1e-6);
+    }
+    let bad = Normalization { mean: [0.5; 3], std: [0.2, 0.0, 0.2] };
+    assert!(matches!(ops::normalize(&x, &bad), Err(Error::Config(_))));
+    Ok(())
+}

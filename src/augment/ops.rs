@@ -230,14 +230,22 @@ pub fn sample_mask<R: Rng + ?Sized>(n: i64, p: f64, rng: &mut R) -> Vec<bool> {
     }
 }
 
+/// Moves a small CPU tensor (parameters, indices, constants) to `device` as `kind` with a
+/// non-blocking copy: from pageable memory the copy is staged at once, so the host does not
+/// wait for the kernels already queued on the GPU, as a blocking `to_device` would at every
+/// op (PyTorch's `x.to(device, non_blocking=True)`). A no-op on the CPU.
+fn upload(t: &Tensor, device: Device, kind: Kind) -> Tensor {
+    t.to_device_(device, kind, true, false)
+}
+
 /// Per-sample values as an f32 tensor `[n, 1, 1, 1]` on `device`, to broadcast over images.
 fn per_sample(values: &[f64], device: Device) -> Tensor {
     let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-    Tensor::from_slice(&v).to_device(device).view([-1, 1, 1, 1]) // [n, 1, 1, 1]
+    upload(&Tensor::from_slice(&v), device, Kind::Float).view([-1, 1, 1, 1]) // [n, 1, 1, 1]
 }
 
 fn index_tensor(indices: &[i64], device: Device) -> Tensor {
-    Tensor::from_slice(indices).to_device(device) // [k]
+    upload(&Tensor::from_slice(indices), device, Kind::Int64) // [k]
 }
 
 /// Applies `f` to the samples selected by `mask` only, as one batched call on that subset, and
@@ -351,7 +359,7 @@ pub fn resized_crop(images: &Tensor, boxes: &[CropBox], size: i64) -> Result<Ten
     let device = images.device();
     let col = |f: fn(&CropBox) -> i64| -> Tensor {
         let v: Vec<f32> = boxes.iter().map(|c| f(c) as f32).collect();
-        Tensor::from_slice(&v).to_device(device)
+        upload(&Tensor::from_slice(&v), device, Kind::Float)
     };
     let (top, left) = (col(|c| c.top), col(|c| c.left)); // [B], [B]
     let (bh, bw) = (col(|c| c.height), col(|c| c.width)); // [B], [B]
@@ -428,7 +436,7 @@ pub fn hflip<R: Rng + ?Sized>(images: &Tensor, p: f64, rng: &mut R) -> Result<Te
 
 /// Luma `0.299 R + 0.587 G + 0.114 B` per pixel, `[B, 1, H, W]`.
 fn luma(images: &Tensor) -> Tensor {
-    let wts = Tensor::from_slice(&LUMA_WEIGHTS).to_kind(images.kind()).to_device(images.device()).view([1, 3, 1, 1]);
+    let wts = upload(&Tensor::from_slice(&LUMA_WEIGHTS), images.device(), images.kind()).view([1, 3, 1, 1]);
     (images * wts).sum_dim_intlist(1, true, images.kind()) // [B, 1, H, W]
 }
 
@@ -578,7 +586,7 @@ fn hue_t(x: &Tensor, shift: &Tensor) -> Tensor {
 
     // Back with the closed form of `_hsv2rgb`: c_n = V − V·S·ramp(k), k = (h + n) mod 6,
     // n = 5, 3, 1 for R, G, B, ramp(k) = clamp(min(k, 4 − k), 0, 1) = clamp(2 − |k − 2|, 0, 1).
-    let n = Tensor::from_slice(&[5.0f32, 3.0, 1.0]).to_kind(kind).to_device(x.device()).view([1, 3, 1, 1]);
+    let n = upload(&Tensor::from_slice(&[5.0f32, 3.0, 1.0]), x.device(), kind).view([1, 3, 1, 1]);
     let mut k = h6 + n; // [k, 3, H, W] in [1, 11)
     let _ = k.remainder_(6.0).g_sub_scalar_(2.0).abs_().neg_().g_add_scalar_(2.0).clamp_(0.0, 1.0); // ramp
     let _ = k.g_mul_(&chroma).neg_().g_add_(&maxc); // V − V·S·ramp
@@ -678,7 +686,7 @@ pub fn jitter_with(images: &Tensor, jitter: &ColorJitter, params: &JitterParams)
             }
             blends |= part < 3;
         }
-        let rows = Tensor::from_slice(&rows).to_device(device).to_kind(images.kind()).view([4, b, 1, 1, 1]); // [4, B, 1, 1, 1]
+        let rows = upload(&Tensor::from_slice(&rows), device, images.kind()).view([4, b, 1, 1, 1]); // [4, B, 1, 1, 1]
         if blends {
             let gray = luma(&x); // [B, 1, H, W]
             let mean = gray.mean_dim([1i64, 2, 3].as_slice(), true, x.kind()); // [B, 1, 1, 1]
@@ -871,5 +879,14 @@ pub fn solarize<R: Rng + ?Sized>(images: &Tensor, threshold: f64, p: f64, rng: &
 /// A wrong shape or a non-positive std.
 pub fn normalize(images: &Tensor, normalization: &Normalization) -> Result<Tensor> {
     check_batch("normalize images", images)?;
-    normalization.normalize(images)
+    if normalization.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
+        return Err(config_err!("normalize: std must be positive, got {:?}", normalization.std));
+    }
+    // Same as `Normalization::normalize`, with non-blocking uploads of mean and std.
+    let (device, kind) = (images.device(), images.kind());
+    let mean = upload(&Tensor::from_slice(&normalization.mean), device, kind).view([1, 3, 1, 1]);
+    let std = upload(&Tensor::from_slice(&normalization.std), device, kind).view([1, 3, 1, 1]);
+    let mut x = images - mean; // [B, 3, H, W]
+    let _ = x.g_div_(&std);
+    Ok(x)
 }
