@@ -12,3 +12,4 @@ pub use crate::methods::{
 };
 pub use crate::models::{HeadConfig, Mlp};
 pub use crate::momentum;
+pub use crate::viz::{GradCamConfig, LinePlotConfig, Series, TsneConfig};

@@ -10,3 +10,23 @@ pub mod grid;
 pub use display::{escape_html, Html, Image, Payload, Table};
 pub use figure::{Figure, Plot};
 pub use grid::{image_grid, show_images, GridConfig};
+
+// Plots and embeddings (issue 6): palette, learning curves, t-SNE, activation maps and
+// Grad-CAM, confusion matrices, loss landscapes.
+pub mod activation;
+pub mod confusion;
+pub mod curves;
+pub mod landscape;
+pub mod palette;
+pub mod tsne;
+
+pub use activation::{
+    activation_energy, activation_map, activation_maps, grad_cam, grad_cam_from, grad_cam_maps, heatmap_triptych,
+    magma_colorize, GradCamConfig,
+};
+pub use confusion::{confusion_counts, confusion_matrix, ConfusionConfig};
+pub use curves::{line_plot, line_plot_two_axes, LinePlotConfig, Series};
+pub use landscape::{loss_landscape_1d, loss_landscape_2d, LandscapeConfig};
+pub use tsne::{
+    knn_accuracy_2d, pca, scatter, trustworthiness, tsne, tsne_embed, tsne_pair, tsne_snapshots, TsneBackend, TsneConfig,
+};
