@@ -283,7 +283,8 @@ pub fn off_diagonal(c: &Tensor) -> Result<Tensor> {
     }
     let d = s[0];
     let flat = c.flatten(0, -1); // [D·D]
-    Ok(flat.narrow(0, 0, d * d - 1).view([d - 1, d + 1]).narrow(1, 1, d).flatten(0, -1)) // [D·(D−1)]
+    Ok(flat.narrow(0, 0, d * d - 1).view([d - 1, d + 1]).narrow(1, 1, d).flatten(0, -1))
+    // [D·(D−1)]
 }
 
 /// The two terms of the Barlow Twins loss, unweighted: `(Σ_i (1 − C_ii)², Σ_{i≠j} C_ij²)`, from

@@ -63,7 +63,11 @@ pub fn ema_update(target: &VarStore, online: &VarStore, tau: f64) -> Result<()> 
     for (name, t) in &target_vars {
         let o = &online_vars[name];
         if t.size() != o.size() {
-            return Err(Error::shape(format!("ema_update: target variable '{name}'"), format!("{:?} (online)", o.size()), &t.size()));
+            return Err(Error::shape(
+                format!("ema_update: target variable '{name}'"),
+                format!("{:?} (online)", o.size()),
+                &t.size(),
+            ));
         }
         if params.contains(&(o.data_ptr() as usize)) {
             pairs.push((t.shallow_clone(), o.shallow_clone()));

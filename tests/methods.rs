@@ -11,6 +11,7 @@ use selfsup::Error;
 use std::collections::HashMap;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
+type Metrics = Vec<(String, f64)>;
 
 /// Two views of the first `n` images of the tiny embedded set: the images and their mirror
 /// images with a little noise (enough for a step; augmentation has its own tests).
@@ -35,7 +36,11 @@ fn metric(metrics: &[(String, f64)], name: &str) -> f64 {
 }
 
 /// One training step, backward, one SGD step, `after_step`; returns the loss and metrics.
-fn step_once(method: &mut impl SslMethod, v1: &Tensor, v2: &Tensor) -> Result<(f64, Vec<(String, f64)>), Box<dyn std::error::Error>> {
+fn step_once(
+    method: &mut impl SslMethod,
+    v1: &Tensor,
+    v2: &Tensor,
+) -> Result<(f64, Metrics), Box<dyn std::error::Error>> {
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(method.online(), 0.03)?;
     let out = method.training_step(v1, v2)?;
     let loss = out.loss.double_value(&[]);
@@ -53,7 +58,9 @@ fn step_once(method: &mut impl SslMethod, v1: &Tensor, v2: &Tensor) -> Result<(f
 fn moco_names_follow_builder_py() -> TestResult {
     let moco = Moco::new(MocoConfig::tiny(), Device::Cpu)?;
     let online = moco.online().variables();
-    for key in ["encoder_q.conv1.weight", "encoder_q.layer4.1.bn2.running_var", "encoder_q.fc.0.weight", "encoder_q.fc.2.bias"] {
+    for key in
+        ["encoder_q.conv1.weight", "encoder_q.layer4.1.bn2.running_var", "encoder_q.fc.0.weight", "encoder_q.fc.2.bias"]
+    {
         assert!(online.contains_key(key), "online store lacks {key}");
     }
     let state: HashMap<String, Tensor> = moco.state().into_iter().collect();
@@ -172,7 +179,8 @@ fn moco_symmetric_loss_is_the_sum_of_both_directions() -> TestResult {
     let cfg = InfoNceConfig { temperature: moco.config().temperature };
     let (q1, q2) = (moco.query(&v1)?, moco.query(&v2)?);
     let (k1, k2) = (moco.keys(&v1)?, moco.keys(&v2)?);
-    let want = info_nce(&q1, &k2, &queue, &cfg)?.double_value(&[]) + info_nce(&q2, &k1, &queue, &cfg)?.double_value(&[]);
+    let want =
+        info_nce(&q1, &k2, &queue, &cfg)?.double_value(&[]) + info_nce(&q2, &k1, &queue, &cfg)?.double_value(&[]);
     let out = moco.training_step(&v1, &v2)?;
     assert!((out.loss.double_value(&[]) - want).abs() < 1e-4, "{} vs {want}", out.loss.double_value(&[]));
     assert_eq!(moco.queue_ptr(), 16, "2N keys enqueued");
@@ -200,7 +208,9 @@ fn moco_state_round_trips() -> TestResult {
     wrong.pop();
     wrong.push(("target.backbone.conv1.weight".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu))));
     match b.load_state(&wrong) {
-        Err(Error::Data(msg)) => assert!(msg.contains("queue_filled") && msg.contains("target.backbone"), "message: {msg}"),
+        Err(Error::Data(msg)) => {
+            assert!(msg.contains("queue_filled") && msg.contains("target.backbone"), "message: {msg}")
+        }
         other => panic!("expected a Data error, got {other:?}"),
     }
     Ok(())
@@ -323,7 +333,10 @@ fn methods_check_their_inputs() -> TestResult {
     let mut cfg = ByolConfig::tiny();
     cfg.predictor.out_dim = 16;
     assert!(matches!(Byol::new(cfg, Device::Cpu), Err(Error::Config(_))));
-    assert!(matches!(simclr.load_state(&[("x".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))]), Err(Error::Data(_))));
+    assert!(matches!(
+        simclr.load_state(&[("x".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))]),
+        Err(Error::Data(_))
+    ));
     Ok(())
 }
 
@@ -335,5 +348,55 @@ fn heads_follow_the_backbone_width() -> TestResult {
     // BYOL's 4096 hidden width is fixed.
     let cfg = ByolConfig::default().backbone(selfsup::models::ResNetConfig::default());
     assert_eq!((cfg.projector.in_dim, cfg.projector.hidden_dim, cfg.projector.out_dim), (512, 4096, 256));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- backbone weights (B5)
+
+#[test]
+fn backbone_weights_round_trip_through_safetensors_with_torchvision_keys() -> TestResult {
+    let dir = std::env::temp_dir().join(format!("selfsup-backbone-{}", std::process::id()));
+    let path = dir.join("moco_backbone.safetensors");
+    let moco = Moco::new(MocoConfig::tiny(), Device::Cpu)?;
+    let keys = selfsup::models::save_backbone(moco.online(), "encoder_q", &path)?;
+    assert!(keys.contains(&"conv1.weight".to_string()) && keys.contains(&"layer4.1.bn2.running_var".to_string()));
+    assert!(!keys.iter().any(|k| k.starts_with("fc") || k.starts_with("encoder_q")), "torchvision keys, no head");
+    let file: HashMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
+    assert_eq!(file.len(), keys.len());
+
+    // Into another method's backbone: the same features.
+    let simclr = SimClr::new(SimClrConfig::tiny(), Device::Cpu)?;
+    selfsup::models::load_backbone(simclr.online(), "backbone", &path)?;
+    let (v1, _) = views(4)?;
+    let a = moco.backbone().features(&v1, false)?;
+    let b = simclr.backbone().features(&v1, false)?;
+    assert!(max_diff(&a, &b) == 0.0, "the loaded backbone computes the same features");
+
+    // A ResNet at the root (prefix "") with a classifier: fc is neither written nor required.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = selfsup::models::ResNetConfig::default().small_images(true).num_classes(10);
+    let _net = selfsup::models::ResNet::new(&vs.root(), &cfg)?;
+    selfsup::models::load_backbone(&vs, "", &path)?;
+
+    // Mismatches are clear errors.
+    let imagenet_stem = Byol::new(ByolConfig::tiny().backbone(selfsup::models::ResNetConfig::default()), Device::Cpu)?;
+    assert!(matches!(
+        selfsup::models::load_backbone(imagenet_stem.online(), "backbone", &path),
+        Err(Error::Shape { .. })
+    ));
+    let r34 = nn::VarStore::new(Device::Cpu);
+    let _ = selfsup::models::resnet34(&r34.root(), None)?;
+    match selfsup::models::load_backbone(&r34, "", &path) {
+        Err(Error::Data(msg)) => {
+            assert!(msg.contains("missing") && msg.contains("layer1.2.bn1.bias"), "message: {msg}")
+        }
+        other => panic!("expected a Data error naming the missing keys, got {other:?}"),
+    }
+    assert!(matches!(selfsup::models::load_backbone(simclr.online(), "encoder_q", &path), Err(Error::Data(_))));
+    assert!(matches!(
+        selfsup::models::save_backbone(simclr.online(), "encoder_q", dir.join("x.safetensors")),
+        Err(Error::Data(_))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -99,7 +99,10 @@ fn names_must_match() -> TestResult {
     let target = nn::VarStore::new(Device::Cpu);
     let _ = net(&target, "encoder_k");
     match ema_update(&target, &online, 0.99) {
-        Err(Error::Data(msg)) => assert!(msg.contains("encoder_k.bn.bias") && msg.contains("6 target"), "the message names the variables: {msg}"),
+        Err(Error::Data(msg)) => assert!(
+            msg.contains("encoder_k.bn.bias") && msg.contains("6 target"),
+            "the message names the variables: {msg}"
+        ),
         other => panic!("expected a Data error naming the missing variables, got {other:?}"),
     }
     // Extra online variables (BYOL's predictor) are fine.

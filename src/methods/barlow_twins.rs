@@ -53,7 +53,8 @@ impl BarlowTwinsConfig {
     pub fn cifar() -> Self {
         BarlowTwinsConfig {
             backbone: ResNetConfig { depth: Depth::R18, ..Default::default() },
-            projector: HeadConfig { hidden_dim: 512, out_dim: 512, bias: true, ..HeadConfig::barlow_twins() }.in_dim(512),
+            projector: HeadConfig { hidden_dim: 512, out_dim: 512, bias: true, ..HeadConfig::barlow_twins() }
+                .in_dim(512),
             off_diagonal_weight: 5e-3,
         }
     }
@@ -94,7 +95,9 @@ impl BarlowTwinsConfig {
         }
         let l = self.off_diagonal_weight;
         if !(l.is_finite() && l >= 0.0) {
-            return Err(config_err!("BarlowTwinsConfig.off_diagonal_weight (λ) must be a non-negative number, got {l}"));
+            return Err(config_err!(
+                "BarlowTwinsConfig.off_diagonal_weight (λ) must be a non-negative number, got {l}"
+            ));
         }
         Ok(())
     }
@@ -172,9 +175,9 @@ impl SslMethod for BarlowTwins {
         // 1. projections of both views
         let z1 = self.project(v1)?; // [N, D]
         let z2 = self.project(v2)?; // [N, D]
-        // 2. cross-correlation of the batch-normalised projections
+                                    // 2. cross-correlation of the batch-normalised projections
         let c = cross_correlation(&z1, &z2, BarlowTwinsLossConfig::default().eps)?; // [D, D]
-        // 3. invariance + λ · redundancy reduction
+                                                                                    // 3. invariance + λ · redundancy reduction
         let (on_diag, off_diag) = barlow_twins_terms(&c)?; // [], []
         let lambda = self.config.off_diagonal_weight;
         let stats = Tensor::stack(&[on_diag.detach().to_kind(Kind::Float), off_diag.detach().to_kind(Kind::Float)], 0); // [2]

@@ -285,17 +285,20 @@ impl SslMethod for Byol {
         // 1. online: projection and prediction of each view (views separately, own BN statistics)
         let (z1, p1) = self.online_forward(v1)?; // [N, D], [N, D]
         let (z2, p2) = self.online_forward(v2)?; // [N, D], [N, D]
-        // 2. targets: the EMA network, or the online projections behind a stop-gradient
+                                                 // 2. targets: the EMA network, or the online projections behind a stop-gradient
         let (t1, t2) = match &self.target {
             Some(_) => (self.target_forward(v1)?, self.target_forward(v2)?), // [N, D], no grad
-            None => (z1.detach(), z2.detach()), // [N, D]
+            None => (z1.detach(), z2.detach()),                              // [N, D]
         };
         // 3. loss: predict the other view's target, both ways
         let loss_12 = normalized_mse(&p1, &t2)?; // []
         let loss_21 = normalized_mse(&p2, &t1)?; // []
         let stats = tch::no_grad(|| -> Result<Tensor> {
             let cos = (l2_normalize(&p1)? * l2_normalize(&t2)?).sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [N]
-            Ok(Tensor::stack(&[loss_12.detach().to_kind(Kind::Float), loss_21.detach().to_kind(Kind::Float), cos.mean(Kind::Float)], 0)) // [3]
+            Ok(Tensor::stack(
+                &[loss_12.detach().to_kind(Kind::Float), loss_21.detach().to_kind(Kind::Float), cos.mean(Kind::Float)],
+                0,
+            )) // [3]
         })?;
         let loss = loss_12 + loss_21; // []
         let stats = Vec::<f64>::try_from(stats.to_kind(Kind::Double).to_device(Device::Cpu))?;

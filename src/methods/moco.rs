@@ -350,7 +350,8 @@ impl Moco {
     pub fn keys(&self, x: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| {
             if self.config.bn_splits == 1 {
-                return l2_normalize(&self.encode(&self.encoder_k, &self.head_k, x)?); // [N, C]
+                return l2_normalize(&self.encode(&self.encoder_k, &self.head_k, x)?);
+                // [N, C]
             }
             let n = x.size().first().copied().unwrap_or(0);
             let shuffle = Tensor::randperm(n, (Kind::Int64, x.device())); // [N]
@@ -461,20 +462,21 @@ impl SslMethod for Moco {
         let z1 = self.query(v1)?; // [N, C], un-normalised (for the collapse monitor)
         let q1 = l2_normalize(&z1)?; // [N, C]
         let q2 = if self.config.symmetric { Some(l2_normalize(&self.query(v2)?)?) } else { None }; // [N, C]
-        // 2. momentum update of the key encoder
+                                                                                                   // 2. momentum update of the key encoder
         self.momentum_update()?;
         // 3. keys (no gradients, shuffled BN)
         let k2 = self.keys(v2)?; // [N, C]
         let k1 = if self.config.symmetric { Some(self.keys(v1)?) } else { None }; // [N, C]
-        // 4. logits, positive at index 0
+                                                                                  // 4. logits, positive at index 0
         let logits12 = self.logits(&q1, &k2)?; // [N, 1+K]
-        // 5. loss (symmetric: the sum of both directions)
+                                               // 5. loss (symmetric: the sum of both directions)
         let (loss12, stats12) = self.loss_and_stats(&logits12); // [], [3]
         let (loss, stats, keys) = match (&q2, &k1) {
             (Some(q2), Some(k1)) => {
                 let logits21 = self.logits(q2, k1)?; // [N, 1+K]
                 let (loss21, stats21) = self.loss_and_stats(&logits21); // [], [3]
-                (loss12 + loss21, (stats12 + stats21) / 2.0, Tensor::cat(&[k1, &k2], 0)) // [], [3], [2N, C]
+                (loss12 + loss21, (stats12 + stats21) / 2.0, Tensor::cat(&[k1, &k2], 0))
+                // [], [3], [2N, C]
             }
             _ => (loss12, stats12, k2), // [], [3], [N, C]
         };
@@ -508,9 +510,8 @@ impl SslMethod for Moco {
     /// The key encoder as `encoder_k.*`, `queue` `[C, K]`, `queue_ptr` `[1]` and `queue_filled`
     /// `[1]` (int64).
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut state = store_state(&self.target, |name| {
-            format!("encoder_k{}", name.strip_prefix(PREFIX).unwrap_or(name))
-        });
+        let mut state =
+            store_state(&self.target, |name| format!("encoder_k{}", name.strip_prefix(PREFIX).unwrap_or(name)));
         state.push(("queue".into(), self.queue.detach()));
         state.push(("queue_ptr".into(), Tensor::from_slice(&[self.queue_ptr])));
         state.push(("queue_filled".into(), Tensor::from_slice(&[self.queue_filled])));
@@ -520,9 +521,8 @@ impl SslMethod for Moco {
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         let ptr = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
         let filled = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
-        let mut expected = store_state(&self.target, |name| {
-            format!("encoder_k{}", name.strip_prefix(PREFIX).unwrap_or(name))
-        });
+        let mut expected =
+            store_state(&self.target, |name| format!("encoder_k{}", name.strip_prefix(PREFIX).unwrap_or(name)));
         expected.push(("queue".into(), self.queue.shallow_clone()));
         expected.push(("queue_ptr".into(), ptr.shallow_clone()));
         expected.push(("queue_filled".into(), filled.shallow_clone()));

@@ -164,7 +164,7 @@ impl SslMethod for SimClr {
         // 1. both views through f and g in one batch
         let z = self.project(&Tensor::cat(&[v1, v2], 0))?; // [2N, D]
         let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n)); // [N, D], [N, D]
-        // 2. NT-Xent over the 2N views
+                                                               // 2. NT-Xent over the 2N views
         let loss = nt_xent(&z1, &z2, &NtXentConfig { temperature: self.config.temperature })?; // []
         let stats = tch::no_grad(|| -> Result<Tensor> {
             let zn = l2_normalize(&z.detach().to_kind(Kind::Float))?; // [2N, D]

@@ -315,7 +315,11 @@ impl Mlp {
             return Err(Error::shape("Mlp input", format!("[N, {}]", self.config.in_dim), &s));
         }
         if train && self.config.has_batch_norm() && s[0] < 2 {
-            return Err(Error::shape("Mlp input in training mode (BatchNorm needs batch statistics)", "[N >= 2, D]", &s));
+            return Err(Error::shape(
+                "Mlp input in training mode (BatchNorm needs batch statistics)",
+                "[N >= 2, D]",
+                &s,
+            ));
         }
         let mut h = x.shallow_clone(); // [N, in_dim]
         for layer in &self.layers {

@@ -6,3 +6,6 @@ pub use resnet::{resnet18, resnet34, resnet50, Depth, ResNet, ResNetConfig, Stag
 pub mod heads;
 
 pub use heads::{HeadConfig, Mlp};
+pub mod weights;
+
+pub use weights::{load_backbone, save_backbone};
