@@ -84,7 +84,7 @@ impl HeadConfig {
 
     /// MoCo v2: 2048→2048→128 with a ReLU, no BatchNorm.
     ///
-    /// "Using an MLP head: following [SimCLR], we replace the fc head in MoCo with a 2-layer MLP
+    /// "Using an MLP head: following \[SimCLR\], we replace the fc head in MoCo with a 2-layer MLP
     /// head (hidden layer 2048-d, with ReLU)." (MoCo v2, Chen et al. 2020, §2). builder.py:
     /// `nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), self.encoder_q.fc)`.
     pub fn moco_v2() -> Self {
