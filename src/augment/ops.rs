@@ -149,7 +149,7 @@ impl GaussianBlur {
     /// The kernel side used for an image of side `image_side` when `kernel_size` is `None`:
     /// `2 * ((image_side / 10) / 2) + 1`, SimCLR's `data_util.py` rule (`kernel_size =
     /// image_size // 10`, `radius = kernel_size // 2`, `2 * radius + 1`): 23 at 224, 9 at 96,
-    /// 3 at 32.
+    /// 3 at 32, and 1 (no blur) below 20 pixels.
     pub fn kernel_for(&self, image_side: i64) -> i64 {
         match self.kernel_size {
             Some(k) => k,
