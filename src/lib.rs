@@ -52,3 +52,4 @@ pub fn device() -> tch::Device {
 }
 pub mod losses;
 pub mod momentum;
+pub mod train;

@@ -13,3 +13,4 @@ pub use crate::methods::{
 pub use crate::models::{HeadConfig, Mlp};
 pub use crate::momentum;
 pub use crate::viz::{GradCamConfig, LinePlotConfig, Series, TsneConfig};
+pub use crate::train::{self, History, LrSchedule, Precision, TrainConfig};

@@ -1,0 +1,496 @@
+//! The training loop shared by [`super::pretrain`] and [`super::train_supervised`]: resume,
+//! schedule, autocast, backward, loss scaling, clipping, optimizer step, history, progress,
+//! checkpoints, budgets.
+use super::amp::{self, LossScaler, Precision};
+use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
+use super::collapse::{std_of_l2_normalized, CollapseMonitor};
+use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
+use super::knn::knn_accuracy;
+use super::optim::Optimizer;
+use super::progress::{duration, Line, Progress};
+use super::{KnnMonitor, TrainConfig};
+use crate::augment::{self, Augment, AugmentRng, MultiView};
+use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
+use crate::error::{config_err, Error, Result};
+use crate::methods::{SslMethod, StepOutput};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// What the loop trains: a self-supervised method or a supervised classifier.
+pub(crate) trait Trainee {
+    /// "pretrain" or "supervised" (checked on resume).
+    fn kind(&self) -> &'static str;
+    /// The method's name (checked on resume).
+    fn name(&self) -> String;
+    /// The trained variables.
+    fn vars(&self) -> &nn::VarStore;
+    /// Other state to checkpoint.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores [`Trainee::state`].
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// Augments the batch and computes the loss (inside autocast when `autocast`).
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        rng: &mut AugmentRng,
+        channels_last: bool,
+        autocast: bool,
+    ) -> Result<StepOutput>;
+    /// After the optimizer step.
+    fn after_step(&mut self, step: usize, total: usize) -> Result<()>;
+    /// Fills the evaluation fields of an epoch record; `steps` are the epoch's step records.
+    fn end_epoch(&mut self, epoch: usize, last: bool, steps: &[StepRecord], record: &mut EpochRecord) -> Result<()>;
+}
+
+pub(crate) struct SslTrainee<'a, M: SslMethod + ?Sized, A: MultiView> {
+    pub method: &'a mut M,
+    pub augment: &'a A,
+    pub knn: Option<KnnMonitor<'a>>,
+    pub epochs: usize,
+}
+
+impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
+    fn kind(&self) -> &'static str {
+        "pretrain"
+    }
+    fn name(&self) -> String {
+        self.method.name().to_string()
+    }
+    fn vars(&self) -> &nn::VarStore {
+        self.method.online()
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        self.method.state()
+    }
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        self.method.load_state(state)
+    }
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        rng: &mut AugmentRng,
+        channels_last: bool,
+        autocast: bool,
+    ) -> Result<StepOutput> {
+        let (v1, v2) = self.augment.two_views(&batch.images, rng)?; // [B, 3, S, S] each
+        let (v1, v2) = if channels_last { (amp::to_channels_last(&v1), amp::to_channels_last(&v2)) } else { (v1, v2) };
+        let method = &mut *self.method;
+        if autocast {
+            tch::autocast(true, || method.training_step(&v1, &v2))
+        } else {
+            method.training_step(&v1, &v2)
+        }
+    }
+    fn after_step(&mut self, step: usize, total: usize) -> Result<()> {
+        self.method.after_step(step, total)
+    }
+    fn end_epoch(&mut self, epoch: usize, last: bool, _steps: &[StepRecord], record: &mut EpochRecord) -> Result<()> {
+        if let Some(knn) = &self.knn {
+            if (epoch + 1) % knn.config.every_epochs == 0 || last || epoch + 1 == self.epochs {
+                let norm = self.augment.pipeline(0).output_normalization();
+                let device = self.method.online().device();
+                record.knn_accuracy =
+                    Some(knn_accuracy(self.method.backbone(), knn.train, knn.test, norm.as_ref(), knn.config, device)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct SupervisedTrainee<'a, F: Fn(&Tensor, bool) -> Result<Tensor>> {
+    pub vs: &'a nn::VarStore,
+    pub forward: F,
+    pub augment: &'a Augment,
+    pub test: Option<&'a ImageSet>,
+    pub batch_size: usize,
+}
+
+impl<F: Fn(&Tensor, bool) -> Result<Tensor>> SupervisedTrainee<'_, F> {
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let logits = (self.forward)(x, train)?; // [N, C]
+        let s = logits.size();
+        if s.len() != 2 || s[0] != x.size()[0] {
+            return Err(Error::shape(
+                "train_supervised: forward's logits",
+                format!("[{}, num_classes]", x.size()[0]),
+                &s,
+            ));
+        }
+        Ok(logits.to_kind(Kind::Float))
+    }
+}
+
+impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F> {
+    fn kind(&self) -> &'static str {
+        "supervised"
+    }
+    fn name(&self) -> String {
+        "supervised".into()
+    }
+    fn vars(&self) -> &nn::VarStore {
+        self.vs
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        vec![]
+    }
+    fn load_state(&mut self, _state: &[(String, Tensor)]) -> Result<()> {
+        Ok(())
+    }
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        rng: &mut AugmentRng,
+        channels_last: bool,
+        autocast: bool,
+    ) -> Result<StepOutput> {
+        let labels =
+            batch.labels.as_ref().ok_or_else(|| Error::Data("train_supervised: a batch came without labels".into()))?;
+        let x = self.augment.apply(&batch.images, rng)?; // [B, 3, S, S]
+        let x = if channels_last { amp::to_channels_last(&x) } else { x };
+        let logits = if autocast { tch::autocast(true, || self.logits(&x, true))? } else { self.logits(&x, true)? }; // [B, C]
+        let loss = logits.cross_entropy_for_logits(labels); // []
+        let accuracy =
+            tch::no_grad(|| logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Float).mean(Kind::Float));
+        Ok(StepOutput { loss, z: None, metrics: vec![("accuracy".into(), accuracy.double_value(&[]))] })
+    }
+    fn after_step(&mut self, _step: usize, _total: usize) -> Result<()> {
+        Ok(())
+    }
+    fn end_epoch(&mut self, _epoch: usize, _last: bool, steps: &[StepRecord], record: &mut EpochRecord) -> Result<()> {
+        let acc: Vec<f64> = steps.iter().filter_map(|s| s.metrics.get("accuracy").copied()).collect();
+        if !acc.is_empty() {
+            record.train_accuracy = Some(acc.iter().sum::<f64>() / acc.len() as f64);
+        }
+        let Some(test) = self.test else { return Ok(()) };
+        let Some(labels) = &test.labels else { return Ok(()) };
+        let device = self.vs.device();
+        let norm = self.augment.output_normalization();
+        let (mut loss_sum, mut correct) = (0.0, 0i64);
+        let n = test.len();
+        for start in (0..n).step_by(self.batch_size.max(1)) {
+            let len = self.batch_size.min(n - start);
+            let x = test.float_batch(start, len, norm.as_ref(), device)?; // [b, 3, H, W]
+            let y = labels.narrow(0, start as i64, len as i64).to_device(device); // [b]
+            let (l, c) = tch::no_grad(|| -> Result<(f64, i64)> {
+                let logits = self.logits(&x, false)?; // [b, C]
+                let l = logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).double_value(&[]);
+                let c = logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+                Ok((l, c))
+            })?;
+            loss_sum += l;
+            correct += c;
+        }
+        if n > 0 {
+            record.test_loss = Some(loss_sum / n as f64);
+            record.test_accuracy = Some(correct as f64 / n as f64);
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
+fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
+    let mut z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+const SALT_AUGMENT: u64 = 0xA4;
+const SALT_TORCH: u64 = 0x7C;
+
+/// All variables of `vs`, sorted by name.
+fn sorted_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn diverged(loss: f64, step: usize, epoch: usize, lr: f64, last_checkpoint: Option<usize>, out_dir: &Path) -> Error {
+    let what = if loss.is_nan() { "NaN" } else { "infinite" };
+    let ck = match last_checkpoint {
+        Some(s) => format!("The last checkpoint in {} is from step {s}.", out_dir.display()),
+        None => "No checkpoint was written.".into(),
+    };
+    Error::Data(format!(
+        "training diverged: the loss is {what} at step {step} (epoch {epoch}, lr {lr:.3e}); this step did not change the \
+         weights. Likely causes: a learning rate too high (try 10x lower, or a warm-up: LrSchedule::cosine(warmup_steps)); \
+         fp16 overflow (use Precision::Bf16 or Precision::Off); images not normalised (the augmentation should end with \
+         Normalize); a temperature too small. {ck} Fix the config, then run again with resume(false) or another out_dir."
+    ))
+}
+
+/// The loop; see the module docs of `train`.
+pub(crate) fn run<T: Trainee + ?Sized>(
+    t: &mut T,
+    set: &ImageSet,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+) -> Result<History> {
+    cfg.validate()?;
+    let device = t.vars().device();
+    let loader = Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?;
+    let spe = loader.batches_per_epoch();
+    let total = cfg.epochs * spe;
+    cfg.schedule.validate(total)?;
+    let mut opt = Optimizer::new(t.vars(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
+    let cuda = matches!(device, Device::Cuda(_));
+    let channels_last = cfg.channels_last && cuda;
+    let autocast = amp::autocast_enabled(cfg.mixed_precision, device);
+    let mut progress = Progress::new(cfg.progress, cfg.log_every, 0);
+    let mut fp16 = autocast && cfg.mixed_precision == Precision::Fp16;
+    if autocast {
+        let kind = if fp16 { Kind::Half } else { Kind::BFloat16 };
+        if !amp::set_cuda_autocast_dtype(kind) && !fp16 {
+            progress.warn("note: bf16 autocast is not available in this libtorch; using fp16 with loss scaling");
+            fp16 = true;
+        }
+    }
+    let mut scaler = fp16.then(LossScaler::default);
+
+    // Resume.
+    let mut history = History::new();
+    let mut start = 0;
+    let mut carried_secs = 0.0;
+    let mut last_checkpoint = None;
+    if cfg.resume && checkpoint::exists(out_dir) {
+        let ck = Checkpoint::load(out_dir)?;
+        let m = &ck.meta;
+        if m.kind != t.kind() || m.method != t.name() {
+            return Err(config_err!(
+                "{} holds a {} run of '{}', not of '{}': use another out_dir, or set resume(false) to overwrite it",
+                out_dir.display(),
+                m.kind,
+                m.method,
+                t.name()
+            ));
+        }
+        if let Some((field, saved, now)) = cfg.trajectory_difference(&m.config) {
+            return Err(config_err!(
+                "{} holds a run with another {field} (saved {saved}, now {now}); resuming would not continue the same \
+                 run. Use the saved value, another out_dir, or resume(false) to start over",
+                out_dir.display()
+            ));
+        }
+        if m.total_steps != total || m.steps_per_epoch != spe {
+            return Err(config_err!(
+                "{} holds a run of {} steps ({} per epoch) but this data gives {total} ({spe} per epoch): another dataset? \
+                 Use another out_dir or resume(false)",
+                out_dir.display(),
+                m.total_steps,
+                m.steps_per_epoch
+            ));
+        }
+        checkpoint::load_vars(t.vars(), &ck.online)?;
+        t.load_state(&ck.state)?;
+        opt.load_state(&ck.optimizer)?;
+        start = m.step;
+        carried_secs = m.epoch_seconds;
+        last_checkpoint = Some(m.step);
+        if let (Some(s), Some(saved)) = (scaler.as_mut(), m.loss_scaler.clone()) {
+            *s = saved;
+        }
+        history = ck.meta.history;
+    }
+    if channels_last {
+        tch::no_grad(|| {
+            for (_, mut v) in sorted_vars(t.vars()) {
+                if v.dim() == 4 {
+                    let cl = amp::to_channels_last(&v);
+                    v.set_data(&cl);
+                }
+            }
+        });
+    }
+    let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
+    if start >= stop_at {
+        if start >= total {
+            progress.message(&format!(
+                "{}: finished run loaded ({total} steps, {} epochs); delete the folder or set resume(false) to train again",
+                out_dir.display(),
+                cfg.epochs
+            ));
+        } else {
+            progress.message(&format!(
+                "{}: at step {start} of {total} already; raise max_steps to continue",
+                out_dir.display()
+            ));
+        }
+        return Ok(history);
+    }
+    if start > 0 {
+        progress.message(&format!(
+            "resuming {} from step {start} of {total} (epoch {})",
+            out_dir.display(),
+            start / spe + 1
+        ));
+    }
+    crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+    let mut writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &history)?;
+    progress = Progress::new(cfg.progress, cfg.log_every, start);
+    let mut collapse = CollapseMonitor::new(cfg.collapse_warn_fraction);
+    let session = Instant::now();
+    let mut last_save = Instant::now();
+    let mut step = start;
+    let mut budget_hit = false;
+
+    while step < stop_at {
+        let epoch = step / spe;
+        let skip = step - epoch * spe;
+        let epoch_started = Instant::now();
+        let carried = if skip > 0 { carried_secs } else { 0.0 };
+        let mut batches = loader.epoch(epoch as u64)?;
+        for _ in 0..skip {
+            // The batches already trained on in an earlier session: same order, not used.
+            batches.next().transpose()?;
+        }
+        let mut tick = Instant::now();
+        for batch in batches {
+            let batch = batch?;
+            let lr = cfg.schedule.lr(cfg.lr, step, total, spe);
+            opt.set_lr(lr);
+            tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
+            let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
+            let out = t.forward(&batch, &mut rng, channels_last, autocast)?;
+            let ls = out.loss.size();
+            if !(ls.is_empty() || ls == [1]) {
+                return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
+            }
+            let loss = out.loss.to_kind(Kind::Double).double_value(&[]);
+            if !loss.is_finite() {
+                writer.flush()?;
+                return Err(diverged(loss, step, epoch, lr, last_checkpoint, out_dir));
+            }
+            opt.zero_grad();
+            match &scaler {
+                Some(s) => (&out.loss * s.scale).backward(),
+                None => out.loss.backward(),
+            }
+            let mut metrics: BTreeMap<String, f64> = out.metrics.into_iter().collect();
+            let mut apply = true;
+            if let Some(s) = scaler.as_mut() {
+                opt.scale_grads(1.0 / s.scale);
+                let finite = opt.grads_finite();
+                s.update(finite);
+                apply = finite;
+                metrics.insert("loss_scale".into(), s.scale);
+            }
+            if apply {
+                if let Some(max) = cfg.grad_clip {
+                    metrics.insert("grad_norm".into(), opt.clip_grad_norm(max)?);
+                }
+                opt.step()?;
+            } else {
+                metrics.insert("skipped_step".into(), 1.0);
+            }
+            t.after_step(step, total)?;
+            let z_std = match &out.z {
+                Some(z) if z.dim() == 2 && z.size()[0] >= 2 => {
+                    let s = std_of_l2_normalized(z)?;
+                    if let Some(w) = collapse.check(s, z.size()[1], step, epoch) {
+                        progress.warn(&w);
+                    }
+                    Some(s).filter(|s| s.is_finite())
+                }
+                _ => None,
+            };
+            let now = Instant::now();
+            let images_per_sec = batch.len() as f64 / now.duration_since(tick).as_secs_f64().max(1e-9);
+            tick = now;
+            let record = StepRecord { step, epoch, loss, lr, z_std, images_per_sec, metrics };
+            writer.append(&Record::Step(record.clone()))?;
+            history.steps.push(record);
+            step += 1;
+            let in_epoch = step - epoch * spe;
+            let epoch_done = in_epoch == spe;
+            let line = Line {
+                epoch,
+                epochs: cfg.epochs,
+                step_in_epoch: in_epoch - 1,
+                steps_per_epoch: spe,
+                step: step - 1,
+                stop_at,
+                loss,
+                lr,
+                images_per_sec,
+            };
+            progress.step(&line, epoch_done || step == stop_at);
+            if epoch_done {
+                let steps: Vec<StepRecord> = history.steps.iter().filter(|s| s.epoch == epoch).cloned().collect();
+                let mean_loss = steps.iter().map(|s| s.loss).sum::<f64>() / steps.len().max(1) as f64;
+                let seconds = carried + epoch_started.elapsed().as_secs_f64();
+                let mut rec = EpochRecord {
+                    epoch,
+                    mean_loss,
+                    knn_accuracy: None,
+                    train_accuracy: None,
+                    test_loss: None,
+                    test_accuracy: None,
+                    seconds,
+                };
+                t.end_epoch(epoch, step >= total, &steps, &mut rec)?;
+                let mut summary = format!("epoch {}/{} done: loss {mean_loss:.4}", epoch + 1, cfg.epochs);
+                for (name, v) in
+                    [("knn", rec.knn_accuracy), ("train acc", rec.train_accuracy), ("test acc", rec.test_accuracy)]
+                {
+                    if let Some(v) = v {
+                        summary.push_str(&format!(" | {name} {:.1}%", 100.0 * v));
+                    }
+                }
+                if let Some(l) = rec.test_loss {
+                    summary.push_str(&format!(" | test loss {l:.4}"));
+                }
+                summary.push_str(&format!(" | {}", duration(rec.seconds)));
+                writer.append(&Record::Epoch(rec.clone()))?;
+                history.epochs.push(rec);
+                progress.message(&summary);
+                tick = Instant::now();
+            }
+            budget_hit = cfg.time_budget_secs.is_some_and(|b| session.elapsed().as_secs_f64() >= b);
+            let stop = step >= stop_at || budget_hit;
+            let periodic = cfg.checkpoint_every_steps.is_some_and(|n| step % n == 0)
+                || cfg.checkpoint_every_secs.is_some_and(|s| last_save.elapsed().as_secs_f64() >= s);
+            if stop || periodic {
+                let epoch_seconds = if epoch_done { 0.0 } else { carried + epoch_started.elapsed().as_secs_f64() };
+                let meta = CheckpointMeta {
+                    format: checkpoint::FORMAT_VERSION,
+                    kind: t.kind().into(),
+                    method: t.name(),
+                    step,
+                    total_steps: total,
+                    steps_per_epoch: spe,
+                    finished: step >= total,
+                    epoch_seconds,
+                    loss_scaler: scaler.clone(),
+                    config: cfg.clone(),
+                    history: history.clone(),
+                };
+                let ck = Checkpoint { meta, online: sorted_vars(t.vars()), state: t.state(), optimizer: opt.state() };
+                ck.save(out_dir)?;
+                writer.flush()?;
+                last_save = Instant::now();
+                last_checkpoint = Some(step);
+                tick = Instant::now();
+            }
+            if stop {
+                break;
+            }
+        }
+        if budget_hit {
+            break;
+        }
+    }
+    writer.flush()?;
+    if step >= total {
+        progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
+    } else {
+        let why = if budget_hit { "time budget reached" } else { "max_steps reached" };
+        progress.message(&format!(
+            "{why}: stopped at step {step} of {total} with a checkpoint in {}; run the same call again to continue",
+            out_dir.display()
+        ));
+    }
+    Ok(history)
+}
