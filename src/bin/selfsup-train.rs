@@ -1,0 +1,370 @@
+//! `selfsup-train`: long pre-training runs from a terminal while a notebook watches (B8).
+//!
+//! The options of facebookresearch/moco `main_moco.py` (S4.1) plus the method, the dataset and
+//! the output folder. The run writes `<output>/checkpoint.safetensors`, `config.json` and
+//! `history.jsonl`; a notebook reads the history with
+//! `History::load_jsonl("<output>/history.jsonl")?` while the run goes on, and runs the same
+//! `train::pretrain` call on that folder to load the finished model. Running the same command
+//! again continues from the last checkpoint.
+//!
+//! ```text
+//! # MoCo v2 (main_moco.py --mlp --moco-t 0.2 --aug-plus --cos) on the embedded data, 2 epochs:
+//! selfsup-train --method moco --mlp --moco-t 0.2 --aug-plus --cos --epochs 2 -b 64 --moco-k 4096
+//! # BYOL on STL-10's unlabelled split, watched from a notebook:
+//! selfsup-train --method byol --dataset stl10 --data-dir assets/data --output runs/byol_stl10 --lr 0.2 --optimizer lars
+//! ```
+use selfsup::augment::{presets, TwoViews};
+use selfsup::data::synthetic::{self, SyntheticConfig};
+use selfsup::data::{cifar, stl10, ImageSet, Split};
+use selfsup::methods::{
+    BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod,
+};
+use selfsup::models::{Depth, HeadConfig, ResNetConfig};
+use selfsup::train::{self, KnnConfig, KnnMonitor, LrSchedule, OptimizerConfig, Precision, TrainConfig};
+use selfsup::{Error, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const HELP: &str = "selfsup-train: self-supervised pre-training from the command line (resumes by itself)
+
+USAGE: selfsup-train [OPTIONS]
+
+Method and data:
+  --method NAME        moco (MoCo v1 unless --mlp/--aug-plus/--cos), moco_v2 (= moco --mlp --moco-t 0.2
+                       --aug-plus --cos), simclr, byol, byol_no_momentum, barlow_twins   [moco_v2]
+  --dataset NAME       synthetic | stl10 (unlabelled split) | cifar10 (train split)      [synthetic]
+  --data-dir DIR       where stl10_binary/ or cifar-10-batches-*/ are                    [assets/data]
+  --image-size N       side of the augmented crops                          [the dataset's image size]
+  --output DIR         run folder: checkpoint, config.json, history.jsonl     [runs/<method>_<dataset>]
+  --resume PATH        continue the run in PATH (a run folder or its checkpoint.safetensors);
+                       the run in --output is continued anyway, --restart starts it over
+  --restart            ignore an existing checkpoint in the output folder and start over
+
+main_moco.py options (S4.1):
+  -a, --arch NAME      resnet18 | resnet34 | resnet50 (small-image stem below 128 px)  [resnet18]
+  -j, --workers N      batches prepared ahead (augmentation runs batched on the device)  [2]
+  --epochs N           planned epochs (the schedule spans them)                       [200]
+  --start-epoch N      accepted for compatibility: the epoch comes from the checkpoint
+  -b, --batch-size N   images per step                                                [256]
+  --lr F               base learning rate                                             [0.03]
+  --momentum F         SGD / LARS momentum                                            [0.9]
+  --wd, --weight-decay F                                                              [1e-4]
+  --moco-dim N         MoCo feature dimension                                         [128]
+  --moco-k N           MoCo queue size (a multiple of the batch size)                 [65536]
+  --moco-m F           MoCo momentum of the key encoder                               [0.999]
+  --moco-t F           softmax temperature                                  [0.07; moco_v2: 0.2]
+  --mlp                MLP head (MoCo v2)
+  --aug-plus           MoCo v2 augmentation (with blur)
+  --cos                cosine schedule (else x0.1 at 60% and 80% of the epochs: --schedule 120 160)
+
+More:
+  --optimizer NAME     sgd | adam | adamw | lars                                      [sgd]
+  --max-steps N        stop after N steps in total (run again with a larger N to continue)
+  --time-budget SECS   stop (with a checkpoint) after this long
+  --seed N                                                                            [0]
+  --precision P        off | bf16 | fp16 (CUDA only)                                  [bf16]
+  --knn-every N        online kNN accuracy every N epochs (needs labelled train/test)   [off]
+  --checkpoint-every N checkpoint every N steps (and every 10 minutes, and at the end)
+  -h, --help";
+
+#[derive(Debug)]
+struct Args {
+    method: String,
+    dataset: String,
+    data_dir: PathBuf,
+    image_size: Option<i64>,
+    output: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    restart: bool,
+    arch: String,
+    workers: usize,
+    epochs: usize,
+    start_epoch: Option<usize>,
+    batch_size: usize,
+    lr: f64,
+    momentum: f64,
+    wd: f64,
+    moco_dim: i64,
+    moco_k: i64,
+    moco_m: f64,
+    moco_t: Option<f64>,
+    mlp: bool,
+    aug_plus: bool,
+    cos: bool,
+    optimizer: String,
+    max_steps: Option<usize>,
+    time_budget: Option<f64>,
+    seed: u64,
+    precision: String,
+    knn_every: usize,
+    checkpoint_every: Option<usize>,
+}
+
+impl Default for Args {
+    /// main_moco.py's defaults, except the architecture (ResNet-18: the kit's data is small).
+    fn default() -> Self {
+        Args {
+            method: "moco_v2".into(),
+            dataset: "synthetic".into(),
+            data_dir: PathBuf::from("assets/data"),
+            image_size: None,
+            output: None,
+            resume: None,
+            restart: false,
+            arch: "resnet18".into(),
+            workers: 2,
+            epochs: 200,
+            start_epoch: None,
+            batch_size: 256,
+            lr: 0.03,
+            momentum: 0.9,
+            wd: 1e-4,
+            moco_dim: 128,
+            moco_k: 65536,
+            moco_m: 0.999,
+            moco_t: None,
+            mlp: false,
+            aug_plus: false,
+            cos: false,
+            optimizer: "sgd".into(),
+            max_steps: None,
+            time_budget: None,
+            seed: 0,
+            precision: "bf16".into(),
+            knn_every: 0,
+            checkpoint_every: None,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T> {
+    let v = value.ok_or_else(|| Error::Config(format!("{flag} needs a value (see --help)")))?;
+    v.parse().map_err(|_| Error::Config(format!("{flag}: cannot read '{v}' (see --help)")))
+}
+
+/// `Ok(None)` when help was asked for.
+fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
+    let mut a = Args::default();
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        // --flag=value as well as --flag value
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next());
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--method" => a.method = parse(&flag, value())?,
+            "--dataset" => a.dataset = parse(&flag, value())?,
+            "--data-dir" => a.data_dir = parse(&flag, value())?,
+            "--image-size" => a.image_size = Some(parse(&flag, value())?),
+            "--output" => a.output = Some(parse(&flag, value())?),
+            "--resume" => a.resume = Some(parse(&flag, value())?),
+            "--restart" => a.restart = true,
+            "-a" | "--arch" => a.arch = parse(&flag, value())?,
+            "-j" | "--workers" => a.workers = parse(&flag, value())?,
+            "--epochs" => a.epochs = parse(&flag, value())?,
+            "--start-epoch" => a.start_epoch = Some(parse(&flag, value())?),
+            "-b" | "--batch-size" => a.batch_size = parse(&flag, value())?,
+            "--lr" | "--learning-rate" => a.lr = parse(&flag, value())?,
+            "--momentum" => a.momentum = parse(&flag, value())?,
+            "--wd" | "--weight-decay" => a.wd = parse(&flag, value())?,
+            "--moco-dim" => a.moco_dim = parse(&flag, value())?,
+            "--moco-k" => a.moco_k = parse(&flag, value())?,
+            "--moco-m" => a.moco_m = parse(&flag, value())?,
+            "--moco-t" => a.moco_t = Some(parse(&flag, value())?),
+            "--mlp" => a.mlp = true,
+            "--aug-plus" => a.aug_plus = true,
+            "--cos" => a.cos = true,
+            "--optimizer" => a.optimizer = parse(&flag, value())?,
+            "--max-steps" => a.max_steps = Some(parse(&flag, value())?),
+            "--time-budget" => a.time_budget = Some(parse(&flag, value())?),
+            "--seed" => a.seed = parse(&flag, value())?,
+            "--precision" => a.precision = parse(&flag, value())?,
+            "--knn-every" => a.knn_every = parse(&flag, value())?,
+            "--checkpoint-every" => a.checkpoint_every = Some(parse(&flag, value())?),
+            other => return Err(Error::Config(format!("unknown option '{other}' (see --help)"))),
+        }
+    }
+    if a.method == "moco_v2" {
+        a.mlp = true;
+        a.aug_plus = true;
+        a.cos = true;
+    }
+    Ok(Some(a))
+}
+
+/// The pre-training set and, when it has them, labelled train/test sets for the kNN monitor.
+fn load_data(a: &Args) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+    match a.dataset.as_str() {
+        "synthetic" => {
+            let cfg = SyntheticConfig::default();
+            let cfg = match a.image_size {
+                Some(s) => cfg.image_size(s as u32),
+                None => cfg,
+            };
+            let knn = (synthetic::load(Split::Train, &cfg)?, synthetic::load(Split::Test, &cfg)?);
+            Ok((synthetic::load(Split::Unlabeled, &cfg)?, Some(knn)))
+        }
+        "stl10" => {
+            let train = || stl10::load(&a.data_dir, Split::Train);
+            let knn = if a.knn_every > 0 { Some((train()?, stl10::load(&a.data_dir, Split::Test)?)) } else { None };
+            Ok((stl10::load(&a.data_dir, Split::Unlabeled)?, knn))
+        }
+        "cifar10" => {
+            let train = cifar::load_cifar10(&a.data_dir, Split::Train)?;
+            let knn = if a.knn_every > 0 {
+                Some((train.clone(), cifar::load_cifar10(&a.data_dir, Split::Test)?))
+            } else {
+                None
+            };
+            Ok((train, knn))
+        }
+        other => Err(Error::Config(format!("unknown --dataset '{other}': use synthetic, stl10 or cifar10"))),
+    }
+}
+
+fn backbone(a: &Args, image_size: i64) -> Result<ResNetConfig> {
+    let depth = match a.arch.as_str() {
+        "resnet18" => Depth::R18,
+        "resnet34" => Depth::R34,
+        "resnet50" => Depth::R50,
+        other => return Err(Error::Config(format!("unknown --arch '{other}': use resnet18, resnet34 or resnet50"))),
+    };
+    Ok(ResNetConfig { depth, small_images: image_size < 128, ..Default::default() })
+}
+
+fn train_config(a: &Args, output: &std::path::Path) -> Result<TrainConfig> {
+    let optimizer = match a.optimizer.as_str() {
+        "sgd" => OptimizerConfig::sgd(a.momentum),
+        "adam" => OptimizerConfig::adam(),
+        "adamw" => OptimizerConfig::adamw(),
+        "lars" => OptimizerConfig::Lars { momentum: a.momentum, trust_coefficient: 0.001 },
+        other => return Err(Error::Config(format!("unknown --optimizer '{other}': use sgd, adam, adamw or lars"))),
+    };
+    let schedule = if a.cos {
+        LrSchedule::cosine(0)
+    } else {
+        // main_moco.py --schedule 120 160 of 200 epochs
+        LrSchedule::step_decay(vec![a.epochs * 3 / 5, a.epochs * 4 / 5], 0.1)
+    };
+    let mixed_precision = match a.precision.as_str() {
+        "off" => Precision::Off,
+        "bf16" => Precision::Bf16,
+        "fp16" => Precision::Fp16,
+        other => return Err(Error::Config(format!("unknown --precision '{other}': use off, bf16 or fp16"))),
+    };
+    if let Some(e) = a.start_epoch {
+        println!("note: --start-epoch {e} ignored: the run continues from the checkpoint in {}", output.display());
+    }
+    Ok(TrainConfig {
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.wd,
+        optimizer,
+        schedule,
+        seed: a.seed,
+        time_budget_secs: a.time_budget,
+        checkpoint_every_steps: a.checkpoint_every,
+        mixed_precision,
+        resume: !a.restart,
+        prefetch: a.workers.min(64),
+        ..TrainConfig::default()
+    })
+}
+
+fn run(a: Args) -> Result<()> {
+    let device = selfsup::pick_device();
+    let (set, knn_sets) = load_data(&a)?;
+    let image_size = a.image_size.unwrap_or(set.image_size().0);
+    let output = match &a.resume {
+        Some(p) if p.extension().is_some_and(|e| e == "safetensors") => {
+            p.parent().map(PathBuf::from).unwrap_or_default()
+        }
+        Some(p) => p.clone(),
+        None => a.output.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}_{}", a.method, a.dataset))),
+    };
+    let cfg = train_config(&a, &output)?;
+    let bb = backbone(&a, image_size)?;
+    let knn_cfg = KnnConfig { every_epochs: a.knn_every.max(1), ..KnnConfig::default() };
+    let knn = match (&knn_sets, a.knn_every) {
+        (Some((train, test)), n) if n > 0 => Some(KnnMonitor { train, test, config: &knn_cfg }),
+        _ => None,
+    };
+    let (mut method, augment): (Box<dyn SslMethod>, TwoViews) = match a.method.as_str() {
+        "moco" | "moco_v1" | "moco_v2" => {
+            let base = if a.mlp { MocoConfig::v2() } else { MocoConfig::v1() };
+            let head = if a.mlp { HeadConfig::moco_v2() } else { HeadConfig::moco_v1() };
+            let t = a.moco_t.unwrap_or(if a.method == "moco_v2" { 0.2 } else { 0.07 });
+            let cfg = base
+                .backbone(bb.clone())
+                .head(head.for_features(bb.feature_dim()).out_dim(a.moco_dim))
+                .queue_size(a.moco_k)
+                .momentum(a.moco_m)
+                .temperature(t);
+            let aug = if a.aug_plus { presets::moco_v2(image_size) } else { presets::moco_v1(image_size) };
+            (Box::new(Moco::new(cfg, device)?), aug.into())
+        }
+        "simclr" => {
+            let base = if image_size <= 64 { SimClrConfig::cifar() } else { SimClrConfig::default() };
+            let aug = if image_size <= 32 { presets::simclr_cifar(image_size) } else { presets::simclr(image_size) };
+            let cfg = base.backbone(bb);
+            let cfg = match a.moco_t {
+                Some(t) => cfg.temperature(t),
+                None => cfg,
+            };
+            (Box::new(SimClr::new(cfg, device)?), aug.into())
+        }
+        "byol" | "byol_no_momentum" => {
+            let base = if image_size <= 64 { ByolConfig::cifar() } else { ByolConfig::default() };
+            let cfg = base.backbone(bb).momentum(a.method == "byol");
+            (Box::new(Byol::new(cfg, device)?), presets::byol(image_size))
+        }
+        "barlow_twins" => {
+            let base = if image_size <= 64 { BarlowTwinsConfig::cifar() } else { BarlowTwinsConfig::default() };
+            (Box::new(BarlowTwins::new(base.backbone(bb), device)?), presets::barlow_twins(image_size))
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "unknown --method '{other}': use moco, moco_v2, simclr, byol, byol_no_momentum or barlow_twins"
+            )))
+        }
+    };
+    println!(
+        "selfsup-train: {} on {} ({} images, crops {image_size}px) on {}; run folder {}",
+        method.name(),
+        set.name,
+        set.len(),
+        selfsup::device::describe(device),
+        output.display()
+    );
+    println!("watch it from a notebook: History::load_jsonl(\"{}/history.jsonl\")?", output.display());
+    let history = train::pretrain_monitored(method.as_mut(), &set, &augment, &cfg, &output, knn)?;
+    if let Some(last) = history.last_epoch() {
+        println!("last epoch {}: mean loss {:.4}", last.epoch + 1, last.mean_loss);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match parse_args(std::env::args().skip(1)) {
+        Ok(None) => {
+            println!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(args)) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
