@@ -247,13 +247,13 @@ impl TrainConfig {
             [("checkpoint_every_secs", self.checkpoint_every_secs), ("time_budget_secs", self.time_budget_secs)]
         {
             if let Some(v) = v {
-                if !(v > 0.0) {
+                if v.is_nan() || v <= 0.0 {
                     return Err(config_err!("TrainConfig.{field} must be positive (or None), got {v}"));
                 }
             }
         }
         if let Some(c) = self.grad_clip {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return Err(config_err!("TrainConfig.grad_clip must be positive (or None), got {c}"));
             }
         }

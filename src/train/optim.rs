@@ -427,7 +427,7 @@ impl Optimizer {
                             let q = (&param_norm * trust_coefficient / &update_norm)
                                 .where_self(&update_norm.gt(0.0), &one)
                                 .where_self(&param_norm.gt(0.0), &one); // η‖w‖/‖d‖, or 1
-                            d = d * q;
+                            d *= q;
                         }
                         let mut mu = p.buf1.take().unwrap_or_else(|| d.zeros_like());
                         let _ = mu.g_mul_scalar_(momentum).g_add_(&d); // μ ← m·μ + d

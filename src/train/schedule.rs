@@ -176,3 +176,43 @@ impl LrSchedule {
         (0..total_steps).map(|s| self.lr(base, s, total_steps, steps_per_epoch)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_warms_up_linearly_then_decays_to_zero() {
+        assert_eq!(cosine_lr(0, 10, 1.0, 4), 0.25);
+        assert_eq!(cosine_lr(3, 10, 1.0, 4), 1.0);
+        assert_eq!(cosine_lr(4, 10, 1.0, 4), 1.0);
+        assert!((cosine_lr(7, 10, 1.0, 4) - 0.5).abs() < 1e-12); // half-way through the decay
+        assert_eq!(cosine_lr(10, 10, 1.0, 4), 0.0);
+    }
+
+    #[test]
+    fn one_cycle_starts_peaks_and_ends_where_pytorch_does() {
+        let (total, max) = (100, 0.1);
+        assert!((one_cycle_lr(0, total, max, 0.3, 25.0, 1e4) - max / 25.0).abs() < 1e-15);
+        assert!((one_cycle_lr(29, total, max, 0.3, 25.0, 1e4) - max).abs() < 1e-15);
+        assert!((one_cycle_lr(99, total, max, 0.3, 25.0, 1e4) - max / 25.0 / 1e4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn step_decay_counts_passed_milestones() {
+        assert_eq!(step_decay_lr(119, 1.0, &[120, 160], 0.5), 1.0);
+        assert_eq!(step_decay_lr(120, 1.0, &[120, 160], 0.5), 0.5);
+        assert_eq!(step_decay_lr(199, 1.0, &[120, 160], 0.5), 0.25);
+    }
+
+    #[test]
+    fn schedules_serialise_for_config_json() -> Result<()> {
+        for s in
+            [LrSchedule::Constant, LrSchedule::cosine(5), LrSchedule::one_cycle(), LrSchedule::step_decay(vec![3], 0.1)]
+        {
+            let text = serde_json::to_string(&s)?;
+            assert_eq!(serde_json::from_str::<LrSchedule>(&text)?, s);
+        }
+        Ok(())
+    }
+}
