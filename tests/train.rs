@@ -590,3 +590,22 @@ fn supervised_training_records_test_accuracy_and_resumes() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[test]
+fn knn_monitor_fills_the_epoch_records() -> Result<()> {
+    let _serial = serial();
+    let data = SyntheticConfig::tiny().image_size(16);
+    let (bank, queries) =
+        (synthetic::load(Split::Train, &data)?.head(30), synthetic::load(Split::Test, &data)?.head(20));
+    let knn_cfg = train::KnnConfig { k: 5, ..Default::default() };
+    let knn = train::KnnMonitor { train: &bank, test: &queries, config: &knn_cfg };
+    let dir = fresh_dir("knn");
+    let mut m = TinyMethod::new(0)?;
+    let h =
+        train::pretrain_monitored(&mut m, &tiny_set()?, &tiny_augment(), &tiny_config().epochs(1), &dir, Some(knn))?;
+    let acc = h.knn_accuracies();
+    assert_eq!(acc.len(), 1);
+    assert!((0.0..=1.0).contains(&acc[0].1));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
