@@ -35,6 +35,10 @@ pub enum Error {
     /// Data on disk or in memory is not what it should be (format, range, missing file).
     #[error("data: {0}")]
     Data(String),
+    /// Training stopped because the loss became NaN or infinite; the message names the step
+    /// and the likely causes.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     /// A plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

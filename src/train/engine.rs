@@ -214,8 +214,8 @@ fn diverged(loss: f64, step: usize, epoch: usize, lr: f64, last_checkpoint: Opti
         Some(s) => format!("The last checkpoint in {} is from step {s}.", out_dir.display()),
         None => "No checkpoint was written.".into(),
     };
-    Error::Data(format!(
-        "training diverged: the loss is {what} at step {step} (epoch {epoch}, lr {lr:.3e}); this step did not change the \
+    Error::Diverged(format!(
+        "the loss is {what} at step {step} (epoch {epoch}, lr {lr:.3e}); this step did not change the \
          weights. Likely causes: a learning rate too high (try 10x lower, or a warm-up: LrSchedule::cosine(warmup_steps)); \
          fp16 overflow (use Precision::Bf16 or Precision::Off); images not normalised (the augmentation should end with \
          Normalize); a temperature too small. {ck} Fix the config, then run again with resume(false) or another out_dir."
