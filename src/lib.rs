@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod check;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -214,6 +214,54 @@ impl History {
         crate::files::write_file(path.as_ref(), self.to_jsonl()?.as_bytes())
     }
 
+    /// The learning curve as a figure that renders inline: the loss of every step and the mean
+    /// loss of each epoch (left axis, against the step), and, when the run recorded them, the
+    /// test accuracy and the online kNN accuracy of each epoch in % (right axis, dashed, at the
+    /// epoch's last step).
+    ///
+    /// # Errors
+    /// [`Error::Data`] when the history has no step, or a recorded value is NaN or infinite.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(history: &selfsup::train::History) -> selfsup::Result<()> {
+    /// let fig = history.plot("MoCo v2 pre-training")?; // the last expression of a cell shows it
+    /// # Ok(()) }
+    /// ```
+    pub fn plot(&self, title: &str) -> Result<crate::viz::Figure> {
+        use crate::viz::{line_plot, line_plot_two_axes, LinePlotConfig, Series};
+        if self.steps.is_empty() {
+            return Err(Error::Data("History::plot: the history has no step to plot; train first".into()));
+        }
+        let points = |name: &str, v: Vec<(f64, f64)>| {
+            Series::new(name, v.iter().map(|p| p.0).collect(), v.iter().map(|p| p.1).collect())
+        };
+        // x of an epoch record: one past the last step of that epoch.
+        let epoch_end =
+            |epoch: usize| self.steps.iter().filter(|s| s.epoch == epoch).map(|s| s.step + 1).max().unwrap_or(0) as f64;
+        let mut left =
+            vec![points("loss per step", self.steps.iter().map(|s| ((s.step + 1) as f64, s.loss)).collect())];
+        if !self.epochs.is_empty() {
+            left.push(points(
+                "mean loss per epoch",
+                self.epochs.iter().map(|e| (epoch_end(e.epoch), e.mean_loss)).collect(),
+            ));
+        }
+        let percent = |v: Vec<(usize, f64)>| v.into_iter().map(|(e, a)| (epoch_end(e), 100.0 * a)).collect::<Vec<_>>();
+        let mut right = vec![];
+        for (name, v) in [("test accuracy %", self.test_accuracies()), ("kNN accuracy %", self.knn_accuracies())] {
+            if !v.is_empty() {
+                right.push(points(name, percent(v)));
+            }
+        }
+        let cfg = LinePlotConfig::new(title, "step", "loss");
+        if right.is_empty() {
+            line_plot(&left, &cfg)
+        } else {
+            line_plot_two_axes(&left, &right, &cfg.y2_label("accuracy (%)"))
+        }
+    }
+
     /// Reads a history written by [`History::save_jsonl`] or appended by a running trainer
     /// (`<out_dir>/history.jsonl`): what a notebook calls to watch a run.
     ///

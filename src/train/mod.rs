@@ -35,6 +35,7 @@ pub mod history;
 pub mod knn;
 pub mod optim;
 mod progress;
+pub mod scale;
 pub mod schedule;
 
 pub use amp::Precision;
@@ -43,6 +44,7 @@ pub use collapse::{healthy_std, std_of_l2_normalized, CollapseMonitor};
 pub use history::{EpochRecord, History, Record, StepRecord};
 pub use knn::{knn_accuracy, KnnConfig};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
+pub use scale::Scale;
 pub use schedule::{cosine_lr, one_cycle_lr, step_decay_lr, LrSchedule};
 
 use crate::augment::{Augment, MultiView};
