@@ -54,3 +54,4 @@ pub fn device() -> tch::Device {
 pub mod losses;
 pub mod momentum;
 pub mod train;
+pub mod eval;
