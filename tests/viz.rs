@@ -177,12 +177,14 @@ fn tsne_rejects_bad_inputs_with_clear_errors() {
 }
 
 #[test]
-fn linfa_backend_runs_on_the_same_checks() {
+fn linfa_and_fft_backends_run_on_the_same_checks() {
     let (x, labels) = two_clusters(60, 10);
     let cfg = TsneConfig { perplexity: 10.0, iterations: 300, exaggeration_iterations: 100, ..TsneConfig::tiny() }
         .backend(viz::TsneBackend::Linfa);
     let layout = viz::tsne_embed(&x, None, &cfg).unwrap();
     assert!(viz::knn_accuracy_2d(&layout, &labels, 5).unwrap() > 0.95);
+    let layout = viz::tsne_embed(&x, None, &cfg.backend(viz::TsneBackend::Fft)).unwrap();
+    assert!(viz::knn_accuracy_2d(&layout, &labels, 5).unwrap() > 0.95, "FFT backend");
 }
 
 #[test]

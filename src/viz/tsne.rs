@@ -36,6 +36,9 @@ use tch::{Device, Kind, Tensor};
 pub enum TsneBackend {
     /// Exact kNN affinities (ours) + `bhtsne` 0.7 parallel Barnes-Hut, openTSNE's schedule.
     BarnesHut,
+    /// Exact kNN affinities (ours) + `bhtsne` 0.7's FFT-interpolated repulsion (FIt-SNE,
+    /// Linderman et al. 2019, openTSNE's default), same schedule; no θ.
+    Fft,
     /// `linfa-tsne` 0.8 as it is (single-threaded; ignores `learning_rate`; random init).
     Linfa,
 }
@@ -190,7 +193,7 @@ fn check_labels(labels: &Tensor, n: i64, what: &str) -> Result<Vec<usize>> {
 }
 
 /// Principal components: `x` `[N, D]` centred and projected on its top `k` principal axes,
-/// `[N, k]` (f32, CPU). Computed from the eigen-decomposition of the D x D covariance in f64;
+/// `[N, k]` (f32, CPU). Computed from the eigen-decomposition of the D x D covariance;
 /// each axis' sign makes its largest loading positive (scikit-learn's `svd_flip`), so results
 /// do not flip between runs. With `k >= D` the centred data is returned unrotated.
 ///
@@ -206,18 +209,18 @@ pub fn pca(x: &Tensor, k: usize) -> Result<Tensor> {
 
 fn pca_checked(x: &Tensor, k: usize) -> Tensor {
     let (n, d) = (x.size()[0], x.size()[1]);
-    let x = x.to_kind(Kind::Double);
-    let centred = &x - x.mean_dim(0, true, Kind::Double); // [N, D]
+    let centred = x - x.mean_dim(0, true, Kind::Float); // [N, D]
     if k as i64 >= d {
-        return centred.to_kind(Kind::Float);
+        return centred;
     }
-    let cov = centred.tr().matmul(&centred) / ((n - 1).max(1) as f64); // [D, D]
+    // The covariance product in f32 (the bulk of the work), its eigen-decomposition in f64.
+    let cov = centred.tr().matmul(&centred).to_kind(Kind::Double) / ((n - 1).max(1) as f64); // [D, D]
     let (_values, vectors) = cov.linalg_eigh("L"); // ascending eigenvalues, vectors in columns
     let top = vectors.narrow(1, d - k as i64, k as i64).flip([1]); // [D, k], largest first
     let biggest = top.abs().argmax(0, true); // [1, k]
     let signs = top.gather(0, &biggest, false).sign(); // [1, k]
     let signs = signs.where_self(&signs.ne(0.0), &signs.ones_like());
-    centred.matmul(&(top * signs)).to_kind(Kind::Float) // [N, k]
+    centred.matmul(&(top * signs).to_kind(Kind::Float)) // [N, k]
 }
 
 /// The `k` nearest neighbours of every row of `x` (`[N, d]`, f32, CPU), itself excluded, by
@@ -302,7 +305,7 @@ pub fn tsne_embed(features: &Tensor, init: Option<&Tensor>, cfg: &TsneConfig) ->
     };
     log(format!("{n} points, {} dimensions after PCA", x.size()[1]));
     let layout = match cfg.backend {
-        TsneBackend::BarnesHut => barnes_hut(&x, init.as_ref(), k, cfg, &log)?,
+        TsneBackend::BarnesHut | TsneBackend::Fft => barnes_hut(&x, init.as_ref(), k, cfg, &log)?,
         TsneBackend::Linfa => linfa(&x, cfg)?,
     };
     log("done".into());
@@ -363,8 +366,12 @@ fn barnes_hut(x: &Tensor, init: Option<&Tensor>, k: i64, cfg: &TsneConfig, log: 
                         started.elapsed().as_secs_f64()
                     );
                 }
-            })
-            .barnes_hut_with_neighbors(cfg.theta as f32, &neighbors);
+            });
+        if cfg.backend == TsneBackend::Fft {
+            t.fit_sne_with_neighbors(&neighbors);
+        } else {
+            t.barnes_hut_with_neighbors(cfg.theta as f32, &neighbors);
+        }
         y = t.embedding();
         done += iterations;
     }
