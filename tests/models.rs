@@ -99,3 +99,25 @@ fn one_training_step_lowers_the_loss_on_a_fixed_batch() {
     let after = net.forward(&x, true).unwrap().cross_entropy_for_logits(&y);
     assert!(after.double_value(&[]) < before.double_value(&[]));
 }
+
+/// `forward_from` continues where `forward_until` stopped: from every stage, for both block types.
+#[test]
+fn forward_from_completes_forward_until() {
+    for depth in [Depth::R18, Depth::R50] {
+        tch::manual_seed(0);
+        let (_vs, net) = build(&ResNetConfig { depth, small_images: true, num_classes: Some(5), zero_init_residual: false });
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let want = net.forward_until(&x, Stage::Fc, false).unwrap();
+        for stage in [Stage::MaxPool, Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4] {
+            let h = net.forward_until(&x, stage, false).unwrap();
+            let got = net.forward_from(&h, stage, Stage::Fc, false).unwrap();
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{depth:?} from {stage:?}: max difference {diff}");
+        }
+        let h2 = net.forward_until(&x, Stage::Layer2, false).unwrap();
+        let h4 = net.forward_from(&h2, Stage::Layer2, Stage::Layer4, false).unwrap();
+        assert!(h4.allclose(&net.forward_until(&x, Stage::Layer4, false).unwrap(), 1e-5, 1e-5, false));
+        assert!(net.forward_from(&h2, Stage::Layer2, Stage::Layer1, false).is_err());
+        assert!(net.forward_from(&h2, Stage::Stem, Stage::Fc, false).is_err());
+    }
+}

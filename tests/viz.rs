@@ -237,7 +237,7 @@ fn grad_cam_is_non_negative_and_sums_to_the_class_logit() {
     let vs = nn::VarStore::new(Device::Cpu);
     let net = models::ResNet::new(&vs.root(), &ResNetConfig::default().small_images(true).num_classes(3)).unwrap();
     let x = Tensor::randn([2, 3, 32, 32], cpu());
-    let maps = viz::grad_cam_maps(&net, &vs.root(), &x, &GradCamConfig::class(1)).unwrap();
+    let maps = viz::grad_cam_maps(&net, &x, &GradCamConfig::class(1)).unwrap();
     assert_eq!(maps.size(), [2, 4, 4]);
     assert!(maps.min().double_value(&[]) >= 0.0);
     // With positive fc weights every term is positive (Layer4 follows a ReLU), so the ReLU is
@@ -247,7 +247,7 @@ fn grad_cam_is_non_negative_and_sums_to_the_class_logit() {
         let fc = vs.root() / "fc";
         let _ = fc.get("weight").unwrap().uniform_(0.1, 1.0);
     });
-    let maps = viz::grad_cam_maps(&net, &vs.root(), &x, &GradCamConfig::class(1)).unwrap();
+    let maps = viz::grad_cam_maps(&net, &x, &GradCamConfig::class(1)).unwrap();
     let logits = tch::no_grad(|| net.forward(&x, false)).unwrap();
     let bias = (vs.root() / "fc").get("bias").unwrap().double_value(&[1]);
     for b in 0..2 {
@@ -259,17 +259,17 @@ fn grad_cam_is_non_negative_and_sums_to_the_class_logit() {
         );
     }
     // Earlier stages run the network's tail from there: shapes follow the stage.
-    let maps3 = viz::grad_cam_maps(&net, &vs.root(), &x, &GradCamConfig::default().stage(Stage::Layer3)).unwrap();
+    let maps3 = viz::grad_cam_maps(&net, &x, &GradCamConfig::default().stage(Stage::Layer3)).unwrap();
     assert_eq!(maps3.size(), [2, 8, 8]);
     assert!(maps3.min().double_value(&[]) >= 0.0);
-    let fig = viz::grad_cam(&net, &vs.root(), &x, &GradCamConfig::class(2), &Normalization::imagenet()).unwrap();
+    let fig = viz::grad_cam(&net, &x, &GradCamConfig::class(2), &Normalization::imagenet()).unwrap();
     assert_eq!(fig.height(), 26 + 2 * (160 + 18 + 4) + 4);
     // No classifier, or a class out of range: explained.
     let vs2 = nn::VarStore::new(Device::Cpu);
     let backbone = models::ResNet::new(&vs2.root(), &ResNetConfig::default().small_images(true)).unwrap();
-    let err = viz::grad_cam_maps(&backbone, &vs2.root(), &x, &GradCamConfig::default()).unwrap_err();
+    let err = viz::grad_cam_maps(&backbone, &x, &GradCamConfig::default()).unwrap_err();
     assert!(err.to_string().contains("num_classes"), "{err}");
-    assert!(viz::grad_cam_maps(&net, &vs.root(), &x, &GradCamConfig::class(3)).is_err());
+    assert!(viz::grad_cam_maps(&net, &x, &GradCamConfig::class(3)).is_err());
 }
 
 #[test]

@@ -264,9 +264,7 @@ impl ResNet {
     /// AvgPool `[N, 512]`, Fc `[N, num_classes]`.
     pub fn forward_until(&self, x: &Tensor, stage: Stage, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
-        if stage == Stage::Fc && self.fc.is_none() {
-            return Err(Error::Config("this ResNet has no fc layer (num_classes is None); read Stage::AvgPool instead".into()));
-        }
+        self.check_stage(stage)?;
         let mut h = x.apply(&self.conv1).apply_t(&self.bn1, train).relu(); // [N, 64, H/2, W/2] (H, W small)
         if stage == Stage::Stem {
             return Ok(h);
@@ -277,19 +275,51 @@ impl ResNet {
         if stage == Stage::MaxPool {
             return Ok(h);
         }
-        for (i, layer) in self.layers.iter().enumerate() {
+        Ok(self.run_stages(h, Stage::MaxPool, stage, train))
+    }
+
+    /// Continues from the output `h` of stage `from` up to stage `to` (after `from`): the other
+    /// half of [`ResNet::forward_until`], so `forward_from(forward_until(x, s), s, Fc)` equals
+    /// `forward_until(x, Fc)`. Grad-CAM uses it to get the logits from a stage's activations.
+    ///
+    /// # Errors
+    /// `from` is `Stem` (the max-pool needs the stem's own output; start from `MaxPool`), `to`
+    /// does not come after `from`, or `to` is `Fc` on a network without `fc`.
+    pub fn forward_from(&self, h: &Tensor, from: Stage, to: Stage, train: bool) -> Result<Tensor> {
+        self.check_stage(to)?;
+        if from == Stage::Stem || to <= from || from >= Stage::AvgPool {
+            return Err(Error::Config(format!(
+                "forward_from: cannot run from {from:?} to {to:?}; start at MaxPool..Layer4 and end at a later stage"
+            )));
+        }
+        Ok(self.run_stages(h.shallow_clone(), from, to, train))
+    }
+
+    fn check_stage(&self, stage: Stage) -> Result<()> {
+        if stage == Stage::Fc && self.fc.is_none() {
+            return Err(Error::Config("this ResNet has no fc layer (num_classes is None); read Stage::AvgPool instead".into()));
+        }
+        Ok(())
+    }
+
+    /// The residual stages after `from` up to `to`, then pooling and `fc` as `to` asks.
+    fn run_stages(&self, mut h: Tensor, from: Stage, to: Stage, train: bool) -> Tensor {
+        let stages = [Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4];
+        for (layer, &here) in self.layers.iter().zip(&stages) {
+            if here <= from {
+                continue;
+            }
             for block in layer {
                 h = block.forward_t(&h, train); // [N, C_i, H_i, W_i]
             }
-            let here = [Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4][i];
-            if stage == here {
-                return Ok(h);
+            if to == here {
+                return h;
             }
         }
         let h = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1); // [N, D]
-        match (stage, &self.fc) {
-            (Stage::Fc, Some(fc)) => Ok(h.apply(fc)), // [N, classes]
-            _ => Ok(h),
+        match (to, &self.fc) {
+            (Stage::Fc, Some(fc)) => h.apply(fc), // [N, classes]
+            _ => h,
         }
     }
 

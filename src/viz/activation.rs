@@ -21,7 +21,7 @@ use super::palette::MAGMA;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::{ResNet, Stage};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// The seminar's activation energy: `features` `[B, C, h, w]` → Σ_c features² → per image
 /// (x − min) / (max − min + 1e-12), `[B, h, w]` in [0, 1] (float, same device).
@@ -228,86 +228,14 @@ pub fn grad_cam_from(activation: &Tensor, scores: &Tensor) -> Result<Tensor> {
     // [B, h, w]
 }
 
-/// Runs the rest of a torchvision-named ResNet from the output of `from` to the logits, with
-/// the weights stored under `p` (eval mode). The counterpart of [`ResNet::forward_until`]
-/// that Grad-CAM needs, read from the VarStore by torchvision's names so the ResNet type stays
-/// as it is; `tests/viz.rs` checks it against `forward_until(x, Stage::Fc)`.
-fn forward_rest(p: &nn::Path, h: &Tensor, from: Stage) -> Result<Tensor> {
-    let missing = |name: &str| {
-        Error::Data(format!("grad_cam: no variable '{name}' under the given path; pass the path the ResNet was built on (e.g. &vs.root())"))
-    };
-    let get = |path: &nn::Path, name: &str, full: &str| path.get(name).ok_or_else(|| missing(full));
-    let first = match from {
-        Stage::Layer1 => 2,
-        Stage::Layer2 => 3,
-        Stage::Layer3 => 4,
-        Stage::Layer4 => 5,
-        other => return Err(Error::Config(format!("grad_cam: stage {other:?} not supported; use Layer1..Layer4"))),
-    };
-    let bn = |path: &nn::Path, x: &Tensor, full: &str| -> Result<Tensor> {
-        Ok(Tensor::f_batch_norm(
-            x,
-            Some(&get(path, "weight", full)?),
-            Some(&get(path, "bias", full)?),
-            Some(&get(path, "running_mean", full)?),
-            Some(&get(path, "running_var", full)?),
-            false,
-            0.1,
-            1e-5,
-            false,
-        )?)
-    };
-    let conv = |x: &Tensor, w: &Tensor, stride: i64| -> Result<Tensor> {
-        let k = w.size()[2];
-        Ok(x.f_conv2d(w, None::<Tensor>, [stride, stride], [k / 2, k / 2], [1, 1], 1)?)
-    };
-    let mut h = h.shallow_clone();
-    for layer in first..=4 {
-        let lp = p / format!("layer{layer}");
-        let mut j = 0;
-        while (&lp / j.to_string() / "conv1").get("weight").is_some() {
-            let bp = &lp / j.to_string();
-            let stride = if j == 0 && layer > 1 { 2 } else { 1 };
-            let convs = if (&bp / "conv3").get("weight").is_some() { 3 } else { 2 };
-            let bottleneck = convs == 3;
-            let mut x = h.shallow_clone();
-            for c in 1..=convs {
-                let name = format!("layer{layer}.{j}.conv{c}");
-                let w = get(&(&bp / format!("conv{c}")), "weight", &name)?;
-                // torchvision v1.5 strides the 3x3 conv: conv1 of a basic block, conv2 of a bottleneck.
-                let s = if (bottleneck && c == 2) || (!bottleneck && c == 1) { stride } else { 1 };
-                x = bn(&(&bp / format!("bn{c}")), &conv(&x, &w, s)?, &format!("layer{layer}.{j}.bn{c}"))?;
-                if c < convs {
-                    x = x.relu();
-                }
-            }
-            let identity = match (&bp / "downsample" / "0").get("weight") {
-                Some(w) => {
-                    bn(&(&bp / "downsample" / "1"), &conv(&h, &w, stride)?, &format!("layer{layer}.{j}.downsample.1"))?
-                }
-                None => h.shallow_clone(),
-            };
-            h = (x + identity).relu();
-            j += 1;
-        }
-        if j == 0 {
-            return Err(missing(&format!("layer{layer}.0.conv1.weight")));
-        }
-    }
-    let pooled = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1); // [B, D]
-    let fc = p / "fc";
-    let (w, b) = (get(&fc, "weight", "fc.weight")?, get(&fc, "bias", "fc.bias")?);
-    Ok(pooled.linear(&w, Some(&b))) // [B, classes]
-}
-
 /// Grad-CAM maps `[B, h, w]` (non-negative, not normalised, CPU) of `net`'s class logits for
-/// normalised `images` `[B, 3, H, W]`. `p` is the VarStore path the ResNet was built on
-/// (`&vs.root()`): Grad-CAM runs the network's tail from `cfg.stage` to the logits itself.
+/// normalised `images` `[B, 3, H, W]`: the activations at `cfg.stage`, then the rest of the
+/// network from there to the logits ([`ResNet::forward_from`]).
 ///
 /// # Errors
 /// As [`ResNet::forward_until`]; a ResNet without `fc` ("Grad-CAM explains a class: build the
 /// network with num_classes"); a class out of range; a stage other than Layer1..Layer4.
-pub fn grad_cam_maps(net: &ResNet, p: &nn::Path, images: &Tensor, cfg: &GradCamConfig) -> Result<Tensor> {
+pub fn grad_cam_maps(net: &ResNet, images: &Tensor, cfg: &GradCamConfig) -> Result<Tensor> {
     check_conv_stage(cfg.stage)?;
     let classes = net.config().num_classes.ok_or_else(|| {
         Error::Config("Grad-CAM explains a class logit: this ResNet has no fc (build it with num_classes, or fine-tune a classifier)".into())
@@ -318,7 +246,7 @@ pub fn grad_cam_maps(net: &ResNet, p: &nn::Path, images: &Tensor, cfg: &GradCamC
         }
     }
     let a = tch::no_grad(|| net.forward_until(images, cfg.stage, false))?.detach().set_requires_grad(true); // [B, C, h, w]
-    let logits = forward_rest(p, &a, cfg.stage)?; // [B, classes]
+    let logits = net.forward_from(&a, cfg.stage, Stage::Fc, false)?; // [B, classes]
     let b = a.size()[0];
     let target = match cfg.class {
         Some(c) => Tensor::full([b, 1], c, (Kind::Int64, logits.device())),
@@ -339,46 +267,19 @@ pub fn grad_cam_maps(net: &ResNet, p: &nn::Path, images: &Tensor, cfg: &GradCamC
 /// let vs = nn::VarStore::new(Device::Cpu);
 /// let net = models::resnet18(&vs.root(), Some(10))?;
 /// let images = Tensor::randn([4, 3, 224, 224], (Kind::Float, Device::Cpu));
-/// let fig = viz::grad_cam(&net, &vs.root(), &images, &viz::GradCamConfig::class(3), &Normalization::imagenet())?;
+/// let fig = viz::grad_cam(&net, &images, &viz::GradCamConfig::class(3), &Normalization::imagenet())?;
 /// # Ok::<(), selfsup::Error>(())
 /// ```
 pub fn grad_cam(
     net: &ResNet,
-    p: &nn::Path,
     images: &Tensor,
     cfg: &GradCamConfig,
     norm: &Normalization,
 ) -> Result<Figure> {
-    let maps = grad_cam_maps(net, p, images, cfg)?;
+    let maps = grad_cam_maps(net, images, cfg)?;
     let what = match cfg.class {
         Some(c) => format!("class {c}"),
         None => "predicted class".to_string(),
     };
     heatmap_triptych(images, &maps, Some(norm), "Grad-CAM", &format!("Grad-CAM at {:?}, {what}", cfg.stage))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::models::{Depth, ResNetConfig};
-
-    /// The tail Grad-CAM runs equals the network's own forward pass, for each stage and both
-    /// block types.
-    #[test]
-    fn forward_rest_matches_forward_until_fc() {
-        for depth in [Depth::R18, Depth::R50] {
-            tch::manual_seed(0);
-            let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = ResNetConfig { depth, small_images: true, num_classes: Some(5), zero_init_residual: false };
-            let net = ResNet::new(&vs.root(), &cfg).unwrap();
-            let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-            let want = net.forward_until(&x, Stage::Fc, false).unwrap();
-            for stage in [Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4] {
-                let h = net.forward_until(&x, stage, false).unwrap();
-                let got = forward_rest(&vs.root(), &h, stage).unwrap();
-                let diff = (&got - &want).abs().max().double_value(&[]);
-                assert!(diff < 1e-4, "{depth:?} from {stage:?}: max difference {diff}");
-            }
-        }
-    }
 }
