@@ -16,7 +16,7 @@ pub enum Precision {
 }
 
 /// Whether autocast runs for `precision` on `device`.
-pub(crate) fn autocast_enabled(precision: Precision, device: Device) -> bool {
+pub fn autocast_enabled(precision: Precision, device: Device) -> bool {
     precision != Precision::Off && matches!(device, Device::Cuda(_))
 }
 
@@ -24,7 +24,7 @@ pub(crate) fn autocast_enabled(precision: Precision, device: Device) -> bool {
 /// dtype is libtorch's default (fp16), so this calls libtorch's
 /// `at::autocast::set_autocast_dtype(DeviceType::CUDA, ScalarType)` found at run time in the
 /// already loaded `libtorch_cpu.so`. Returns false when the symbol is not found.
-pub(crate) fn set_cuda_autocast_dtype(kind: Kind) -> bool {
+pub fn set_cuda_autocast_dtype(kind: Kind) -> bool {
     #[cfg(target_os = "linux")]
     {
         // c10::ScalarType and c10::DeviceType values (c10/core/ScalarType.h, DeviceType.h).
@@ -57,7 +57,7 @@ pub(crate) fn set_cuda_autocast_dtype(kind: Kind) -> bool {
 }
 
 /// The same values in channels-last memory order (NHWC strides, NCHW shape), for 4-D tensors.
-pub(crate) fn to_channels_last(x: &Tensor) -> Tensor {
+pub fn to_channels_last(x: &Tensor) -> Tensor {
     if x.dim() == 4 {
         x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
     } else {
@@ -83,7 +83,7 @@ impl Default for LossScaler {
 
 impl LossScaler {
     /// Records a step: `finite` grads grow the scale every 2000 steps, an overflow halves it.
-    pub(crate) fn update(&mut self, finite: bool) {
+    pub fn update(&mut self, finite: bool) {
         if finite {
             self.growth_tracker += 1;
             if self.growth_tracker == 2000 {

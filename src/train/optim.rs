@@ -338,7 +338,7 @@ impl Optimizer {
     }
 
     /// Multiplies every gradient by `factor` (un-scaling after fp16 loss scaling).
-    pub(crate) fn scale_grads(&mut self, factor: f64) {
+    pub fn scale_grads(&mut self, factor: f64) {
         tch::no_grad(|| {
             for mut g in self.grads() {
                 let _ = g.g_mul_scalar_(factor);
@@ -347,7 +347,7 @@ impl Optimizer {
     }
 
     /// Whether every gradient is finite (one device sync).
-    pub(crate) fn grads_finite(&self) -> bool {
+    pub fn grads_finite(&self) -> bool {
         let grads = self.grads();
         if grads.is_empty() {
             return true;
@@ -381,8 +381,16 @@ impl Optimizer {
                 let wd = group.weight_decay.unwrap_or(base_wd);
                 match *config {
                     OptimizerConfig::Sgd { momentum, nesterov } => {
-                        // d_p = grad + wd·p; buf = μ·buf + d_p (buf = d_p at first); p -= lr·d_p
-                        let d = if wd != 0.0 { &g + &p.tensor * wd } else { g };
+                        // d_p = grad + wd·p; buf = μ·buf + d_p (buf = d_p at first); p -= lr·d_p.
+                        // One full-size temporary, as PyTorch's `grad.add(p, alpha=wd)`: on the CPU each
+                        // fresh temporary of a large weight costs page faults (bench_train_step).
+                        let d = if wd != 0.0 {
+                            let mut d = &p.tensor * wd;
+                            let _ = d.g_add_(&g);
+                            d
+                        } else {
+                            g
+                        };
                         let d = if momentum != 0.0 {
                             let buf = match p.buf1.take() {
                                 None => d.detach().copy(),
@@ -397,7 +405,9 @@ impl Optimizer {
                         } else {
                             d
                         };
-                        let _ = p.tensor.g_add_(&(d * -lr));
+                        // p += d_p·(−lr) in one pass without a temporary (tch has no `add_(…, alpha)`;
+                        // a 0-dim CPU tensor is a scalar operand on any device).
+                        let _ = p.tensor.addcmul_(&d, &Tensor::from(-lr as f32));
                     }
                     OptimizerConfig::Adam { beta1, beta2, eps } | OptimizerConfig::AdamW { beta1, beta2, eps } => {
                         let decoupled = matches!(config, OptimizerConfig::AdamW { .. });

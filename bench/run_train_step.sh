@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# One training step of each method, selfsup (src/bin/bench_train_step.rs) next to PyTorch
+# (bench/train_step_reference.py), in one run on this machine; prints one combined table with
+# the speed-ups (issue 4, "Speed": on an H100, >= 1.2x the best PyTorch eager configuration
+# and >= 10x the usual pipeline, end to end).
+#
+#   bench/run_train_step.sh                                   # the issue's setting: batch 256, 96x96
+#   bench/run_train_step.sh --batch 16 --size 64 --steps 3 --warmup 1   # a CPU-sized check
+#
+# Options (passed to both programs): --batch --size --steps --warmup --methods.
+# Environment: PYTHON (default python3, with torch and torchvision), BENCH_BIN (default
+# .bin/bench_train_step, then target/release/bench_train_step, else cargo builds it), COMPILE
+# (1: add the torch.compile configuration; default 1 on CUDA, 0 on the CPU), OUT_DIR (where the
+# JSON results go; default a temporary folder).
+#
+# On a GPU machine without Rust (docs/gpu.md): build here with
+# `cargo build --release --bin bench_train_step`, copy the binary into the git-ignored .bin/,
+# carry .bin, and run this script there; it points LD_LIBRARY_PATH at that machine's torch/lib.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_LIB=$("$PY" -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TORCH_CPP_LOG_LEVEL=${TORCH_CPP_LOG_LEVEL:-ERROR}
+
+BIN=${BENCH_BIN:-}
+if [[ -z "$BIN" ]]; then
+    if [[ -x .bin/bench_train_step ]]; then
+        BIN=.bin/bench_train_step
+    elif [[ -x "${CARGO_TARGET_DIR:-target}/release/bench_train_step" ]]; then
+        BIN="${CARGO_TARGET_DIR:-target}/release/bench_train_step"
+    else
+        LIBTORCH_USE_PYTORCH=1 cargo build --release --bin bench_train_step
+        BIN="${CARGO_TARGET_DIR:-target}/release/bench_train_step"
+    fi
+fi
+OUT=${OUT_DIR:-$(mktemp -d)}
+mkdir -p "$OUT"
+CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
+COMPILE=${COMPILE:-$CUDA}
+CONFIGS=usual,eager
+[[ "$COMPILE" == 1 ]] && CONFIGS=usual,eager,compile
+
+echo "== machine: $(uname -n), $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC'), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+echo "== selfsup, fp32"
+"$BIN" "$@" --precision off --json "$OUT/selfsup_fp32.json"
+if [[ "$CUDA" == 1 ]]; then
+    echo "== selfsup, bf16 autocast + channels-last"
+    "$BIN" "$@" --precision bf16 --channels-last --json "$OUT/selfsup_bf16.json"
+fi
+echo "== PyTorch ($CONFIGS)"
+"$PY" bench/train_step_reference.py "$@" --configs "$CONFIGS" --json "$OUT/pytorch.json"
+
+"$PY" - "$OUT" <<'EOF'
+import glob, json, os, sys
+rows = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json")), key=lambda p: "pytorch" in p):
+    rows += json.load(open(path))  # selfsup first
+r0 = rows[0]
+print(f"\n# Training step, ResNet-18, {r0['size']}x{r0['size']}, batch {r0['batch']}, two views, "
+      f"{r0['steps']} steps after {r0['warmup']} warm-up; selfsup on {r0['device']}\n")
+print("| implementation, configuration | method | median ms/step | p90 ms/step | images/s | CPU ms/step |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['config']} | {r['method']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
+          f"{r['images_per_sec']:.0f} | {r['cpu_ms']:.0f} |")
+print("\nCPU ms/step: this process, all threads (for the usual pipeline without its DataLoader workers).")
+
+def pick(method, impl, pred):
+    found = [r for r in rows if r["method"] == method and r["impl"] == impl and pred(r)]
+    return found[0] if found else None
+
+methods = list(dict.fromkeys(r["method"] for r in rows))
+print("\nSpeed-up of selfsup = PyTorch median ms/step / selfsup median ms/step (> 1: selfsup is faster).")
+print("\"selfsup best\": bf16 autocast + channels-last on CUDA, fp32 on the CPU (the engine ignores both there).\n")
+print("| method | selfsup best ms/step | vs PyTorch usual (target >= 10x) | vs PyTorch eager (target >= 1.2x) "
+      "| vs torch.compile | selfsup fp32 vs PyTorch usual |")
+print("|---|---|---|---|---|---|")
+for m in methods:
+    fp32 = pick(m, "selfsup", lambda r: r["precision"] == "fp32")
+    best = pick(m, "selfsup", lambda r: r["precision"] != "fp32") or fp32
+    ratio = lambda kind, ours: (lambda t: f"{t['median_ms'] / ours['median_ms']:.2f}x" if t and ours else "-")(
+        pick(m, "pytorch", lambda r: r.get("kind") == kind))
+    print(f"| {m} | {best['median_ms']:.1f} | {ratio('usual', best)} | {ratio('eager', best)} | "
+          f"{ratio('compile', best)} | {ratio('usual', fp32)} |" if best else f"| {m} | - | - | - | - | - |")
+EOF
