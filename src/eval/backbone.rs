@@ -48,8 +48,10 @@ pub(crate) fn copy_backbone_into(dst: &nn::VarStore, src: &[(String, Tensor)], w
         .collect();
     let wanted: Vec<(String, Tensor)> = sorted_variables(dst).into_iter().filter(|(k, _)| is_backbone_key(k)).collect();
     let wanted_names: HashSet<&str> = wanted.iter().map(|(k, _)| k.as_str()).collect();
-    let mut missing: Vec<String> = wanted_names.iter().filter(|k| !given.contains_key(*k)).map(|k| k.to_string()).collect();
-    let mut unexpected: Vec<String> = given.keys().filter(|k| !wanted_names.contains(*k)).map(|k| k.to_string()).collect();
+    let mut missing: Vec<String> =
+        wanted_names.iter().filter(|k| !given.contains_key(*k)).map(|k| k.to_string()).collect();
+    let mut unexpected: Vec<String> =
+        given.keys().filter(|k| !wanted_names.contains(*k)).map(|k| k.to_string()).collect();
     if !missing.is_empty() || !unexpected.is_empty() {
         missing.sort();
         unexpected.sort();
@@ -175,7 +177,12 @@ impl Backbone {
     /// # Errors
     /// [`Error::Data`] listing missing and unexpected names; [`Error::Shape`] for a shape that
     /// differs.
-    pub fn from_named(named: &[(String, Tensor)], config: &ResNetConfig, device: Device, what: &str) -> Result<Backbone> {
+    pub fn from_named(
+        named: &[(String, Tensor)],
+        config: &ResNetConfig,
+        device: Device,
+        what: &str,
+    ) -> Result<Backbone> {
         config.validate()?;
         let b = Backbone::build(config, device, "pretrained")?;
         copy_backbone_into(&b.vs, named, what)?;
@@ -344,7 +351,8 @@ impl Classifier {
         for start in (0..n).step_by(batch_size) {
             let len = batch_size.min(n - start);
             let x = set.float_batch(start, len, self.normalization.as_ref(), self.device())?; // [b, 3, H, W]
-            parts.push(self.logits(&x)?.argmax(-1, false).to_device(Device::Cpu)); // [b]
+            parts.push(self.logits(&x)?.argmax(-1, false).to_device(Device::Cpu));
+            // [b]
         }
         if parts.is_empty() {
             return Ok(Tensor::zeros([0], (Kind::Int64, Device::Cpu)));

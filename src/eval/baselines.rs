@@ -37,7 +37,8 @@ impl Backbone {
             )));
         }
         let named = Tensor::read_safetensors(path)?;
-        Ok(Backbone::from_named(&named, config, device, &format!("torchvision weights {}", path.display()))?.named("imagenet"))
+        Ok(Backbone::from_named(&named, config, device, &format!("torchvision weights {}", path.display()))?
+            .named("imagenet"))
     }
 }
 

@@ -103,16 +103,17 @@ pub fn compare(models: &[ModelMetrics], caption: &str) -> Result<Table> {
             }
         }
     }
-    let rows = models
-        .iter()
-        .map(|m| {
-            std::iter::once(m.name.clone())
-                .chain(columns.iter().map(|c| {
-                    m.metrics.iter().find(|x| &x.name == c).map(Metric::cell).unwrap_or_else(|| "–".into())
-                }))
-                .collect()
-        })
-        .collect();
+    let rows =
+        models
+            .iter()
+            .map(|m| {
+                std::iter::once(m.name.clone())
+                    .chain(columns.iter().map(|c| {
+                        m.metrics.iter().find(|x| &x.name == c).map(Metric::cell).unwrap_or_else(|| "–".into())
+                    }))
+                    .collect()
+            })
+            .collect();
     let header = std::iter::once("model".to_string()).chain(columns).collect();
     let table = Table::new(header, rows);
     Ok(if caption.is_empty() { table } else { table.caption(caption) })

@@ -129,7 +129,11 @@ fn check_sets(train: &ImageSet) -> Result<()> {
         return Err(Error::Data(format!("fine_tune: '{}' has no labels", train.name)));
     }
     if train.num_classes() < 2 {
-        return Err(Error::Data(format!("fine_tune: '{}' has {} classes, need at least 2", train.name, train.num_classes())));
+        return Err(Error::Data(format!(
+            "fine_tune: '{}' has {} classes, need at least 2",
+            train.name,
+            train.num_classes()
+        )));
     }
     Ok(())
 }
@@ -233,8 +237,15 @@ pub fn fine_tune_with(
             tc.resume = true; // continue the chunk just written
         }
         let net = clf.net();
-        let history =
-            train::train_supervised(clf.vs(), |x, t| net.forward_until(x, Stage::Fc, t), train, test, &cfg.augment, &tc, out_dir)?;
+        let history = train::train_supervised(
+            clf.vs(),
+            |x, t| net.forward_until(x, Stage::Fc, t),
+            train,
+            test,
+            &cfg.augment,
+            &tc,
+            out_dir,
+        )?;
         clf.history = history;
         callback(stop, &clf)?;
     }

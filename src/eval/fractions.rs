@@ -155,7 +155,9 @@ impl FractionsReport {
                 inits.push(r.init.clone());
             }
         }
-        let header = std::iter::once("init".to_string()).chain(fractions.iter().map(|f| format!("{}% labels", percent(*f)))).collect();
+        let header = std::iter::once("init".to_string())
+            .chain(fractions.iter().map(|f| format!("{}% labels", percent(*f))))
+            .collect();
         let rows = inits
             .iter()
             .map(|i| {
@@ -177,7 +179,9 @@ impl FractionsReport {
     pub fn series(&self) -> Vec<Series> {
         self.runs
             .iter()
-            .map(|r| Series::new(r.label(), (1..=r.test_accuracy.len()).map(|e| e as f64).collect(), r.test_accuracy.clone()))
+            .map(|r| {
+                Series::new(r.label(), (1..=r.test_accuracy.len()).map(|e| e as f64).collect(), r.test_accuracy.clone())
+            })
             .collect()
     }
     /// evcxr display hook: the table.
@@ -237,7 +241,8 @@ pub fn label_fractions(
     for (name, backbone, pretrained) in &inits {
         for &fraction in &cfg.fractions {
             let subset = label_fraction(train, fraction, cfg.seed)?;
-            let dir = out_dir.join(format!("{}_{}pct", name.replace(['/', ' '], "_"), percent(fraction).replace('.', "_")));
+            let dir =
+                out_dir.join(format!("{}_{}pct", name.replace(['/', ' '], "_"), percent(fraction).replace('.', "_")));
             let history = if *pretrained && cfg.protocol == Protocol::LinearProbe {
                 let mut pc = cfg.probe.clone();
                 pc.train.batch_size = pc.train.batch_size.min(subset.len());

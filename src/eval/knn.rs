@@ -74,7 +74,8 @@ pub fn knn_scores(
             let votes = Tensor::zeros([b, c], (Kind::Float, device)).scatter_add(1, &nn_labels, &w); // [b, C]
             scores.push(votes);
         }
-        let scores = if scores.is_empty() { Tensor::zeros([0, c], (Kind::Float, device)) } else { Tensor::cat(&scores, 0) }; // [M, C]
+        let scores =
+            if scores.is_empty() { Tensor::zeros([0, c], (Kind::Float, device)) } else { Tensor::cat(&scores, 0) }; // [M, C]
         let pred = scores.argmax(-1, false); // [M]
         Ok((scores, pred))
     })
@@ -84,7 +85,13 @@ pub fn knn_scores(
 ///
 /// # Errors
 /// As [`knn_scores`].
-pub fn knn_predict(bank: &Tensor, bank_labels: &Tensor, queries: &Tensor, num_classes: usize, cfg: &KnnConfig) -> Result<Tensor> {
+pub fn knn_predict(
+    bank: &Tensor,
+    bank_labels: &Tensor,
+    queries: &Tensor,
+    num_classes: usize,
+    cfg: &KnnConfig,
+) -> Result<Tensor> {
     Ok(knn_scores(bank, bank_labels, queries, num_classes, cfg)?.1)
 }
 

@@ -30,8 +30,8 @@
 //!
 //! — [`moco_encoder_q`] is that loop, [`Backbone::from_moco_checkpoint`] applies it to a file.
 use super::backbone::{Backbone, Classifier};
-use crate::augment::{Augment, Op};
 use crate::augment::ops::RandomResizedCrop;
+use crate::augment::{Augment, Op};
 use crate::data::{ImageSet, Normalization};
 use crate::error::{config_err, Error, Result};
 use crate::models::{ResNetConfig, Stage};
@@ -167,7 +167,11 @@ pub fn linear_probe(
         return Err(Error::Data(format!("linear_probe: '{}' has no labels", train.name)));
     }
     if train.num_classes() < 2 {
-        return Err(Error::Data(format!("linear_probe: '{}' has {} classes, need at least 2", train.name, train.num_classes())));
+        return Err(Error::Data(format!(
+            "linear_probe: '{}' has {} classes, need at least 2",
+            train.name,
+            train.num_classes()
+        )));
     }
     let mut clf = Classifier::from_backbone(backbone, &train.class_names, cfg.init_std, cfg.train.seed)?;
     clf.freeze_backbone(); // only fc.weight and fc.bias require gradients → the only optimizer entries

@@ -132,7 +132,7 @@ impl LogisticConfig {
                 self.memory
             ));
         }
-        if !(self.tolerance > 0.0) {
+        if self.tolerance.is_nan() || self.tolerance <= 0.0 {
             return Err(config_err!("LogisticConfig.tolerance must be positive, got {}", self.tolerance));
         }
         Ok(())
@@ -359,13 +359,8 @@ pub fn fit_logistic(x: &Tensor, y: &Tensor, num_classes: usize, cfg: &LogisticCo
         let onehot = y.one_hot(c).to_kind(Kind::Float); // [N, C]
         let reg = 1.0 / (cfg.inverse_regularization * n as f64);
         let theta0 = Tensor::zeros([d + 1, c], (Kind::Float, device));
-        let (theta, loss, iterations, converged) = lbfgs(
-            |t| objective(t, &xb, &onehot, cfg.multiclass, reg),
-            theta0,
-            cfg.max_iter,
-            cfg.memory,
-            cfg.tolerance,
-        );
+        let (theta, loss, iterations, converged) =
+            lbfgs(|t| objective(t, &xb, &onehot, cfg.multiclass, reg), theta0, cfg.max_iter, cfg.memory, cfg.tolerance);
         Ok(LogisticModel {
             weights: theta.narrow(0, 0, d).copy(),
             bias: theta.get(d).copy(),
@@ -428,23 +423,34 @@ impl ProbeReport {
         let mut rows: Vec<Vec<String>> = self
             .per_class
             .iter()
-            .map(|c| vec![c.name.clone(), format!("{:.3}", c.precision), format!("{:.3}", c.recall), format!("{:.3}", c.f1), c.support.to_string()])
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    format!("{:.3}", c.precision),
+                    format!("{:.3}", c.recall),
+                    format!("{:.3}", c.f1),
+                    c.support.to_string(),
+                ]
+            })
             .collect();
-        rows.push(vec!["macro avg".into(), String::new(), String::new(), format!("{:.3}", self.macro_f1()), self.n_test.to_string()]);
-        Table::new(
-            ["class", "precision", "recall", "f1", "support"].iter().map(|s| s.to_string()).collect(),
-            rows,
-        )
-        .caption(format!(
-            "logistic probe ({:?}): test accuracy {:.4} (train {:.4}), {} train / {} test, {} L-BFGS iterations{}",
-            self.model.multiclass,
-            self.accuracy,
-            self.train_accuracy,
-            self.n_train,
-            self.n_test,
-            self.model.iterations,
-            if self.model.converged { "" } else { " (not converged: raise max_iter)" }
-        ))
+        rows.push(vec![
+            "macro avg".into(),
+            String::new(),
+            String::new(),
+            format!("{:.3}", self.macro_f1()),
+            self.n_test.to_string(),
+        ]);
+        Table::new(["class", "precision", "recall", "f1", "support"].iter().map(|s| s.to_string()).collect(), rows)
+            .caption(format!(
+                "logistic probe ({:?}): test accuracy {:.4} (train {:.4}), {} train / {} test, {} L-BFGS iterations{}",
+                self.model.multiclass,
+                self.accuracy,
+                self.train_accuracy,
+                self.n_train,
+                self.n_test,
+                self.model.iterations,
+                if self.model.converged { "" } else { " (not converged: raise max_iter)" }
+            ))
     }
     /// evcxr display hook: the table.
     pub fn evcxr_display(&self) {
@@ -490,7 +496,11 @@ pub fn logistic_probe_split(train: &Embeddings, test: &Embeddings, cfg: &Logisti
         return Err(Error::Data("logistic probe: the embeddings need labels (labels: None found)".into()));
     };
     if train.dim() != test.dim() {
-        return Err(Error::shape("logistic probe test features", format!("[M, {}] like train", train.dim()), &test.features.size()));
+        return Err(Error::shape(
+            "logistic probe test features",
+            format!("[M, {}] like train", train.dim()),
+            &test.features.size(),
+        ));
     }
     if test.is_empty() {
         return Err(Error::Data("logistic probe: the test split is empty".into()));

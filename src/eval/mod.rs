@@ -50,9 +50,12 @@ pub use finetune::{fine_tune, fine_tune_snapshots, fine_tune_with, FineTuneConfi
 pub use fractions::{label_fractions, FractionRun, FractionsConfig, FractionsReport, Protocol};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear_probe::{linear_probe, moco_encoder_q, LinearProbeConfig};
-pub use logistic::{fit_logistic, logistic_probe, logistic_probe_split, ClassReport, LogisticConfig, LogisticModel, Multiclass, ProbeReport};
+pub use logistic::{
+    fit_logistic, logistic_probe, logistic_probe_split, ClassReport, LogisticConfig, LogisticModel, Multiclass,
+    ProbeReport,
+};
 pub use ood::{ood_accuracy, ood_evaluate, OodConfig, OodReport, OodResult};
 pub use width::{
-    epsilon_sharpness, filter_normalized_direction, flatness_report, loss_curve_1d, loss_surface_2d, top_hessian_eigenvalue,
-    FlatnessConfig, FlatnessReport, LossCurve, LossSurface, Sharpness,
+    epsilon_sharpness, filter_normalized_direction, flatness_report, loss_curve_1d, loss_surface_2d,
+    top_hessian_eigenvalue, FlatnessConfig, FlatnessReport, LossCurve, LossSurface, Sharpness,
 };

@@ -89,7 +89,13 @@ impl Default for FlatnessConfig {
 impl FlatnessConfig {
     /// Fewer points and iterations, for CPU notebooks and tests.
     pub fn tiny() -> Self {
-        FlatnessConfig { curve_points: 9, surface_points: 0, power_iterations: 20, max_images: 32, ..Default::default() }
+        FlatnessConfig {
+            curve_points: 9,
+            surface_points: 0,
+            power_iterations: 20,
+            max_images: 32,
+            ..Default::default()
+        }
     }
     /// Checks the ranges.
     ///
@@ -100,7 +106,10 @@ impl FlatnessConfig {
             return Err(config_err!("FlatnessConfig.epsilon must be positive, got {}", self.epsilon));
         }
         if !(self.ascent_step_size > 0.0 && self.ascent_step_size <= 2.0) {
-            return Err(config_err!("FlatnessConfig.ascent_step_size must be in (0, 2], got {}", self.ascent_step_size));
+            return Err(config_err!(
+                "FlatnessConfig.ascent_step_size must be in (0, 2], got {}",
+                self.ascent_step_size
+            ));
         }
         if self.curve_points < 3 {
             return Err(config_err!("FlatnessConfig.curve_points must be at least 3, got {}", self.curve_points));
@@ -114,7 +123,7 @@ impl FlatnessConfig {
         if self.power_iterations == 0 || self.max_images == 0 {
             return Err(config_err!("FlatnessConfig.power_iterations and max_images must be at least 1"));
         }
-        if !(self.power_tolerance > 0.0) {
+        if self.power_tolerance.is_nan() || self.power_tolerance <= 0.0 {
             return Err(config_err!("FlatnessConfig.power_tolerance must be positive, got {}", self.power_tolerance));
         }
         Ok(())
@@ -218,7 +227,11 @@ pub struct Sharpness {
 /// # Errors
 /// [`Error::Config`] for a bad config or no weights; [`Error::Shape`] when the closure does not
 /// return a scalar; the closure's errors.
-pub fn epsilon_sharpness(params: &[Tensor], mut loss: impl FnMut() -> Result<Tensor>, cfg: &FlatnessConfig) -> Result<Sharpness> {
+pub fn epsilon_sharpness(
+    params: &[Tensor],
+    mut loss: impl FnMut() -> Result<Tensor>,
+    cfg: &FlatnessConfig,
+) -> Result<Sharpness> {
     cfg.validate()?;
     check_params(params, "epsilon_sharpness")?;
     with_weights(params, |base| {
@@ -371,7 +384,11 @@ fn check_direction(params: &[Tensor], d: &[Tensor]) -> Result<Vec<Tensor>> {
     }
     for (i, (p, t)) in params.iter().zip(d).enumerate() {
         if p.size() != t.size() {
-            return Err(Error::shape(format!("direction tensor {i}"), format!("{:?} like the weights", p.size()), &t.size()));
+            return Err(Error::shape(
+                format!("direction tensor {i}"),
+                format!("{:?} like the weights", p.size()),
+                &t.size(),
+            ));
         }
     }
     Ok(d.iter().map(|t| t.detach().to_device(params[0].device()).to_kind(params[0].kind())).collect())
@@ -395,11 +412,18 @@ pub struct LossSurface {
 ///
 /// # Errors
 /// [`Error::Config`] for a bad config or `surface_points = 0`; the closure's errors.
-pub fn loss_surface_2d(params: &[Tensor], mut loss: impl FnMut() -> Result<Tensor>, cfg: &FlatnessConfig) -> Result<LossSurface> {
+pub fn loss_surface_2d(
+    params: &[Tensor],
+    mut loss: impl FnMut() -> Result<Tensor>,
+    cfg: &FlatnessConfig,
+) -> Result<LossSurface> {
     cfg.validate()?;
     check_params(params, "loss_surface_2d")?;
     if cfg.surface_points < 2 {
-        return Err(config_err!("loss_surface_2d: FlatnessConfig.surface_points must be at least 2, got {}", cfg.surface_points));
+        return Err(config_err!(
+            "loss_surface_2d: FlatnessConfig.surface_points must be at least 2, got {}",
+            cfg.surface_points
+        ));
     }
     let d1 = filter_normalized_direction(params, cfg.ignore_bias_and_bn, cfg.seed)?;
     let d2 = filter_normalized_direction(params, cfg.ignore_bias_and_bn, cfg.seed.wrapping_add(1))?;
@@ -431,7 +455,11 @@ pub fn loss_surface_2d(params: &[Tensor], mut loss: impl FnMut() -> Result<Tenso
 /// # Errors
 /// [`Error::Config`] for a bad config; [`Error::Data`] when the loss does not depend on the
 /// weights twice-differentiably (Hv is zero everywhere); the closure's errors.
-pub fn top_hessian_eigenvalue(params: &[Tensor], mut loss: impl FnMut() -> Result<Tensor>, cfg: &FlatnessConfig) -> Result<(f64, usize)> {
+pub fn top_hessian_eigenvalue(
+    params: &[Tensor],
+    mut loss: impl FnMut() -> Result<Tensor>,
+    cfg: &FlatnessConfig,
+) -> Result<(f64, usize)> {
     cfg.validate()?;
     check_params(params, "top_hessian_eigenvalue")?;
     with_weights(params, |_| {
@@ -445,17 +473,24 @@ pub fn top_hessian_eigenvalue(params: &[Tensor], mut loss: impl FnMut() -> Resul
         let (mut v, _) = normalize(params.iter().map(|p| p.detach().randn_like()).collect());
         let mut lambda = f64::NAN;
         for it in 1..=cfg.power_iterations {
-            let gv = grads.iter().zip(&v).map(|(g, x)| (g * x).sum(Kind::Float)).fold(Tensor::from(0.0f32).to_device(l.device()), |a, b| a + b);
-            let hv: Vec<Tensor> = Tensor::run_backward(&[&gv], params, true, false).into_iter().map(|t| t.detach()).collect();
+            let gv = grads
+                .iter()
+                .zip(&v)
+                .map(|(g, x)| (g * x).sum(Kind::Float))
+                .fold(Tensor::from(0.0f32).to_device(l.device()), |a, b| a + b);
+            let hv: Vec<Tensor> =
+                Tensor::run_backward(&[&gv], params, true, false).into_iter().map(|t| t.detach()).collect();
             let new_lambda: f64 = v.iter().zip(&hv).map(|(a, b)| value(&(a * b).sum(Kind::Double))).sum();
             let (next, norm) = normalize(hv);
             if norm == 0.0 {
                 return Err(Error::Data(
-                    "top_hessian_eigenvalue: H·v = 0; the loss is linear in these weights (or does not depend on them)".into(),
+                    "top_hessian_eigenvalue: H·v = 0; the loss is linear in these weights (or does not depend on them)"
+                        .into(),
                 ));
             }
             v = next;
-            let done = lambda.is_finite() && (new_lambda - lambda).abs() <= cfg.power_tolerance * new_lambda.abs().max(1e-12);
+            let done =
+                lambda.is_finite() && (new_lambda - lambda).abs() <= cfg.power_tolerance * new_lambda.abs().max(1e-12);
             lambda = new_lambda;
             if done {
                 return Ok((lambda, it));
@@ -498,7 +533,9 @@ impl FlatnessReport {
 fn classifier_weights(clf: &Classifier) -> Vec<Tensor> {
     super::backbone::sorted_variables(clf.vs())
         .into_iter()
-        .filter(|(k, _)| !(k.ends_with("running_mean") || k.ends_with("running_var") || k.ends_with("num_batches_tracked")))
+        .filter(|(k, _)| {
+            !(k.ends_with("running_mean") || k.ends_with("running_var") || k.ends_with("num_batches_tracked"))
+        })
         .map(|(_, t)| t)
         .collect()
 }
