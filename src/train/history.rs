@@ -302,3 +302,34 @@ impl JsonlWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: usize, epoch: usize, loss: f64) -> StepRecord {
+        StepRecord { step, epoch, loss, lr: 0.1, z_std: None, images_per_sec: 1.0, metrics: BTreeMap::new() }
+    }
+
+    #[test]
+    fn plot_draws_a_run_and_refuses_an_empty_history() {
+        assert!(History::new().plot("empty").is_err());
+        let mut h = History::new();
+        for (s, l) in [(0, 2.0), (1, 1.5), (2, 1.2), (3, 1.0)] {
+            h.push(Record::Step(step(s, s / 2, l)));
+        }
+        let epoch = |epoch, test_accuracy| EpochRecord {
+            epoch,
+            mean_loss: 1.0,
+            knn_accuracy: None,
+            train_accuracy: None,
+            test_loss: None,
+            test_accuracy,
+            seconds: 1.0,
+        };
+        h.push(Record::Epoch(epoch(0, None)));
+        assert_eq!(h.plot("loss only").unwrap().width(), 800);
+        h.push(Record::Epoch(epoch(1, Some(0.5))));
+        assert_eq!(h.plot("with accuracy").unwrap().width(), 800);
+    }
+}
