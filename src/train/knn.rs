@@ -49,7 +49,8 @@ impl KnnConfig {
     }
 }
 
-/// ℓ2-normalised pooled features of every image of `set`, `[N, D]` on `device`, in eval mode.
+/// Pooled features of every image of `set`, `[N, D]` on `device`, in eval mode (the vote in
+/// [`crate::eval::knn`] normalises them).
 fn features(
     backbone: &ResNet,
     set: &ImageSet,
@@ -65,13 +66,12 @@ fn features(
         let h = tch::no_grad(|| backbone.features(&x, false))?; // [b, D]
         parts.push(h.to_kind(Kind::Float));
     }
-    let h = Tensor::cat(&parts, 0); // [N, D]
-    Ok(&h / h.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12))
+    Ok(Tensor::cat(&parts, 0)) // [N, D]
 }
 
 /// Top-1 accuracy on `test` of a weighted kNN classifier whose memory bank is `train`'s
 /// features: each test image's k most cosine-similar training images vote for their labels with
-/// weight exp(sim/τ).
+/// weight exp(sim/τ) ([`crate::eval::knn::knn_accuracy`] on the backbone's features).
 ///
 /// # Errors
 /// [`Error::Data`] when a set has no labels or no image; [`Error::Config`] for a bad config.
@@ -90,24 +90,8 @@ pub fn knn_accuracy(
     if train.is_empty() || test.is_empty() {
         return Err(Error::Data("knn_accuracy needs at least one train and one test image".into()));
     }
-    let classes = train.num_classes().max(test.num_classes()).max(1) as i64;
+    let classes = train.num_classes().max(test.num_classes()).max(1);
     let bank = features(backbone, train, normalization, device, cfg.batch_size)?; // [Ntr, D]
     let queries = features(backbone, test, normalization, device, cfg.batch_size)?; // [Nte, D]
-    let bank_labels = train_labels.to_device(device); // [Ntr]
-    let k = cfg.k.min(train.len()) as i64;
-    let mut correct = 0i64;
-    for (i, q) in queries.split(cfg.batch_size as i64, 0).iter().enumerate() {
-        let b = q.size()[0];
-        let sim = q.matmul(&bank.tr()); // [b, Ntr]
-        let (w, idx) = sim.topk(k, -1, true, true); // [b, k] each
-        let labels = bank_labels.index_select(0, &idx.flatten(0, -1)).view([b, k]); // [b, k]
-        let w = (w / cfg.temperature).exp(); // [b, k]
-        let one_hot = labels.one_hot(classes).to_kind(Kind::Float); // [b, k, C]
-        let scores = (one_hot * w.unsqueeze(-1)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [b, C]
-        let pred = scores.argmax(-1, false); // [b]
-        let start = i as i64 * cfg.batch_size as i64;
-        let truth = test_labels.narrow(0, start, b).to_device(device); // [b]
-        correct += pred.eq_tensor(&truth).sum(Kind::Int64).int64_value(&[]);
-    }
-    Ok(correct as f64 / test.len() as f64)
+    crate::eval::knn::knn_accuracy(&bank, train_labels, &queries, test_labels, classes, cfg)
 }
