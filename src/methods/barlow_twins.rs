@@ -15,7 +15,7 @@
 //! normalisation inside [`crate::losses::cross_correlation`].
 //!
 //! Used by `notebooks/*barlow_twins*` (S3).
-use super::{check_views, load_named, SslMethod, StepOutput};
+use super::{backbone_and_head, check_views, load_named, with_stats, SslMethod, StepOutput};
 use crate::error::{config_err, Result};
 use crate::losses::{barlow_twins_terms, cross_correlation, BarlowTwinsLossConfig};
 use crate::models::heads::{HeadConfig, Mlp};
@@ -131,13 +131,10 @@ impl BarlowTwins {
     pub fn new(config: BarlowTwinsConfig, device: Device) -> Result<BarlowTwins> {
         config.validate()?;
         let mut config = config;
-        let feature_dim = config.backbone.feature_dim();
-        if config.projector.in_dim != feature_dim {
-            config.projector = config.projector.clone().for_features(feature_dim);
-        }
+        config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
         let online = nn::VarStore::new(device);
-        let backbone = ResNet::new(&(online.root() / "backbone"), &config.backbone)?;
-        let projector = Mlp::new(&(online.root() / "projector"), &config.projector)?;
+        let (backbone, projector) =
+            backbone_and_head(&online.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
         Ok(BarlowTwins { config, online, backbone, projector })
     }
 
@@ -182,11 +179,7 @@ impl SslMethod for BarlowTwins {
         let lambda = self.config.off_diagonal_weight;
         let stats = Tensor::stack(&[on_diag.detach().to_kind(Kind::Float), off_diag.detach().to_kind(Kind::Float)], 0); // [2]
         let loss = on_diag + lambda * off_diag; // []
-        let stats = Vec::<f64>::try_from(stats.to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let mut metrics = vec![("lambda".to_string(), lambda)];
-        for (name, v) in ["on_diag", "off_diag"].iter().zip(stats) {
-            metrics.push((name.to_string(), v));
-        }
+        let metrics = with_stats(vec![("lambda".to_string(), lambda)], &["on_diag", "off_diag"], &stats)?;
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

@@ -16,7 +16,7 @@
 //! name; [`SslMethod::state`] reports them as `target.backbone.*`, `target.projector.*`.
 //!
 //! Used by `notebooks/*byol*` (supervised vs BYOL embeddings; the STL-10 homework).
-use super::{check_views, load_named, store_state, SslMethod, StepOutput};
+use super::{backbone_and_head, check_views, load_named, with_stats, store_state, SslMethod, StepOutput};
 use crate::error::{config_err, Result};
 use crate::losses::{l2_normalize, normalized_mse};
 use crate::models::heads::{HeadConfig, Mlp};
@@ -192,18 +192,15 @@ impl Byol {
     pub fn new(config: ByolConfig, device: Device) -> Result<Byol> {
         config.validate()?;
         let mut config = config;
-        let feature_dim = config.backbone.feature_dim();
-        if config.projector.in_dim != feature_dim {
-            config.projector = config.projector.clone().for_features(feature_dim);
-        }
+        config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
         let online = nn::VarStore::new(device);
-        let backbone = ResNet::new(&(online.root() / "backbone"), &config.backbone)?;
-        let projector = Mlp::new(&(online.root() / "projector"), &config.projector)?;
+        let (backbone, projector) =
+            backbone_and_head(&online.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
         let predictor = Mlp::new(&(online.root() / "predictor"), &config.predictor)?;
         let target = if config.momentum {
             let mut vs = nn::VarStore::new(device);
-            let backbone = ResNet::new(&(vs.root() / "backbone"), &config.backbone)?;
-            let projector = Mlp::new(&(vs.root() / "projector"), &config.projector)?;
+            let (backbone, projector) =
+                backbone_and_head(&vs.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
             vs.copy(&online)?; // ξ ← θ
             vs.freeze(); // the target gets no gradient
             Some(Target { vs, backbone, projector })
@@ -301,11 +298,8 @@ impl SslMethod for Byol {
             )) // [3]
         })?;
         let loss = loss_12 + loss_21; // []
-        let stats = Vec::<f64>::try_from(stats.to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let mut metrics = vec![("tau".to_string(), if self.target.is_some() { self.tau } else { 0.0 })];
-        for (name, v) in ["loss_12", "loss_21", "cos_p_z"].iter().zip(stats) {
-            metrics.push((name.to_string(), v));
-        }
+        let tau = if self.target.is_some() { self.tau } else { 0.0 };
+        let metrics = with_stats(vec![("tau".to_string(), tau)], &["loss_12", "loss_21", "cos_p_z"], &stats)?;
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

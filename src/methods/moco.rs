@@ -24,7 +24,7 @@
 //! `encoder_q.fc`, strip the prefix) therefore gives torchvision keys.
 //!
 //! Used by `notebooks/*moco*` (the MoCo v2 seminar and the code reading).
-use super::{check_views, load_named, store_state, SslMethod, StepOutput};
+use super::{backbone_and_head, check_views, load_named, with_stats, store_state, SslMethod, StepOutput};
 use crate::error::{config_err, Error, Result};
 use crate::losses::{info_nce_logits, l2_normalize};
 use crate::models::heads::{HeadConfig, Mlp};
@@ -229,16 +229,11 @@ impl Moco {
     pub fn new(config: MocoConfig, device: Device) -> Result<Moco> {
         config.validate()?;
         let mut config = config;
-        let feature_dim = config.backbone.feature_dim();
-        if config.head.in_dim != feature_dim {
-            config.head = config.head.clone().for_features(feature_dim);
-        }
+        config.head = config.head.clone().for_features(config.backbone.feature_dim());
         let online = nn::VarStore::new(device);
-        let encoder_q = ResNet::new(&(online.root() / PREFIX), &config.backbone)?;
-        let head_q = Mlp::new(&(online.root() / PREFIX / "fc"), &config.head)?;
+        let (encoder_q, head_q) = backbone_and_head(&online.root(), PREFIX, &config.backbone, &[PREFIX, "fc"], &config.head)?;
         let mut target = nn::VarStore::new(device);
-        let encoder_k = ResNet::new(&(target.root() / PREFIX), &config.backbone)?;
-        let head_k = Mlp::new(&(target.root() / PREFIX / "fc"), &config.head)?;
+        let (encoder_k, head_k) = backbone_and_head(&target.root(), PREFIX, &config.backbone, &[PREFIX, "fc"], &config.head)?;
         target.copy(&online)?; // θ_k ← θ_q
         target.freeze(); // "not update by gradient"
         let c = config.head.out_dim;
@@ -482,15 +477,12 @@ impl SslMethod for Moco {
         };
         // 6. dequeue and enqueue
         self.enqueue(&keys)?;
-        let stats = Vec::<f64>::try_from(stats.to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let mut metrics = vec![
+        let fixed = vec![
             ("temperature".to_string(), self.config.temperature),
             ("momentum".to_string(), self.config.momentum),
             ("queue_fill".to_string(), self.queue_fill()),
         ];
-        for (name, v) in ["pos_sim", "neg_sim", "acc1"].iter().zip(stats) {
-            metrics.push((name.to_string(), v));
-        }
+        let metrics = with_stats(fixed, &["pos_sim", "neg_sim", "acc1"], &stats)?;
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

@@ -125,3 +125,25 @@ pub(crate) fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(
         Ok(())
     })
 }
+
+/// The numbers a step logs: `fixed` ones (config values) followed by `names[i] = stats[i]` read
+/// from one small tensor, so each step copies its statistics to the host once.
+pub(crate) fn with_stats(mut fixed: Vec<(String, f64)>, names: &[&str], stats: &Tensor) -> Result<Vec<(String, f64)>> {
+    let values = Vec::<f64>::try_from(stats.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
+    fixed.extend(names.iter().map(|n| n.to_string()).zip(values));
+    Ok(fixed)
+}
+
+/// A backbone under `root / backbone_path` and an MLP head under `root / head_path...`, the
+/// encoder every method builds (online, and again for a target network).
+pub(crate) fn backbone_and_head(
+    root: &nn::Path,
+    backbone_path: &str,
+    backbone: &crate::models::ResNetConfig,
+    head_path: &[&str],
+    head: &crate::models::heads::HeadConfig,
+) -> Result<(ResNet, crate::models::heads::Mlp)> {
+    let net = ResNet::new(&(root / backbone_path), backbone)?;
+    let head_root = head_path.iter().fold(root.clone(), |p, part| &p / *part);
+    Ok((net, crate::models::heads::Mlp::new(&head_root, head)?))
+}

@@ -12,7 +12,7 @@
 //! `projector.0.weight`, `projector.1.*` BatchNorm, `projector.3.weight`).
 //!
 //! Used by `notebooks/*simclr*` (the STL-10 homework, S2.T1).
-use super::{check_views, load_named, SslMethod, StepOutput};
+use super::{backbone_and_head, check_views, load_named, with_stats, SslMethod, StepOutput};
 use crate::error::{config_err, Result};
 use crate::losses::{l2_normalize, nt_xent, NtXentConfig};
 use crate::models::heads::{HeadConfig, Mlp};
@@ -119,13 +119,10 @@ impl SimClr {
     pub fn new(config: SimClrConfig, device: Device) -> Result<SimClr> {
         config.validate()?;
         let mut config = config;
-        let feature_dim = config.backbone.feature_dim();
-        if config.projector.in_dim != feature_dim {
-            config.projector = config.projector.clone().for_features(feature_dim);
-        }
+        config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
         let online = nn::VarStore::new(device);
-        let backbone = ResNet::new(&(online.root() / "backbone"), &config.backbone)?;
-        let projector = Mlp::new(&(online.root() / "projector"), &config.projector)?;
+        let (backbone, projector) =
+            backbone_and_head(&online.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
         Ok(SimClr { config, online, backbone, projector })
     }
 
@@ -174,11 +171,8 @@ impl SslMethod for SimClr {
             let neg = all / (2 * n * (2 * n - 2)).max(1) as f64; // []
             Ok(Tensor::stack(&[pos, neg], 0)) // [2]
         })?;
-        let stats = Vec::<f64>::try_from(stats.to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let mut metrics = vec![("temperature".to_string(), self.config.temperature)];
-        for (name, v) in ["pos_sim", "neg_sim"].iter().zip(stats) {
-            metrics.push((name.to_string(), v));
-        }
+        let metrics =
+            with_stats(vec![("temperature".to_string(), self.config.temperature)], &["pos_sim", "neg_sim"], &stats)?;
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 
