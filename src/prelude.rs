@@ -19,3 +19,4 @@ pub use crate::eval::{
     self, Backbone, Classifier, Embeddings, FeatureConfig, FineTuneConfig, FlatnessConfig, FractionsConfig, LinearProbeConfig,
     LogisticConfig, OodConfig,
 };
+pub use crate::viz::ExplorerConfig;

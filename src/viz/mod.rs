@@ -30,3 +30,7 @@ pub use landscape::{loss_landscape_1d, loss_landscape_2d, LandscapeConfig};
 pub use tsne::{
     knn_accuracy_2d, pca, scatter, trustworthiness, tsne, tsne_embed, tsne_pair, tsne_snapshots, TsneBackend, TsneConfig,
 };
+
+// Inline embedding explorer (S1.5, B4): canvas + vanilla JS, self-contained.
+pub mod explorer;
+pub use explorer::{embedding_explorer, explorer, ExplorerConfig, Projection};
