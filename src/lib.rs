@@ -5,7 +5,7 @@
 //! step one call. Built on [`tch`] (PyTorch 2.11.0).
 //!
 //! The architecture follows the pipeline a notebook walks through:
-//! data ([`data`]) → models ([`models`]) → visualisation ([`viz`]), with [`device`] choosing
+//! data ([`data`]) → models ([`models`]) → visualisation ([`viz`]), with [`device`](mod@device) choosing
 //! the hardware. Every figure, image and table renders inline.
 //!
 //! ## Papers

@@ -234,7 +234,7 @@ impl Backbone {
 }
 
 /// A ResNet with a classifier `fc` in its own store (torchvision's layout), the result of
-/// [`crate::eval::linear_probe`] and [`crate::eval::fine_tune`]: predicts classes of image sets,
+/// [`crate::eval::linear_probe`](fn@crate::eval::linear_probe) and [`crate::eval::fine_tune`]: predicts classes of image sets,
 /// and keeps its training history and the normalisation its inputs need.
 #[derive(Debug)]
 pub struct Classifier {

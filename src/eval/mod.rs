@@ -7,13 +7,13 @@
 //! | embeddings of a whole set at a named stage | [`extract_features`] → [`Embeddings`] | S1.4 |
 //! | fast linear evaluation on embeddings (sklearn-style logistic regression) | [`logistic_probe`] | S1.7 |
 //! | weighted kNN (InstDisc / MoCo demo), offline and as the trainer's monitor | [`knn_predict`], [`knn_accuracy`] | B7 |
-//! | the seeds' linear probe: frozen backbone + trained `fc`, with augmentation | [`linear_probe`] | S0.8, S4.5 |
+//! | the seeds' linear probe: frozen backbone + trained `fc`, with augmentation | [`linear_probe`](fn@linear_probe) | S0.8, S4.5 |
 //! | fine-tuning with separate learning rates for backbone and head | [`fine_tune`] | S2.T5 |
 //! | 1 % / 10 % / 100 % of the labels: scratch vs ImageNet vs SSL | [`label_fractions`] | S3.2, S3.3, S3.7 |
 //! | random-weights and ImageNet-weights baselines | [`Backbone::random`], [`Backbone::from_torchvision`] | S1.6, S0.10 |
 //! | STL-10 models on CIFAR-10 (monkey → frog) | [`ood_evaluate`] | S2.T6 |
 //! | how wide is the optimum: ε-sharpness, filter-normalised loss curves, top Hessian eigenvalue | [`width`] | S2.B1 |
-//! | one table of models × metrics | [`compare`], [`evaluate_models`] | S0.11, S2.T6 |
+//! | one table of models × metrics | [`compare`](fn@compare), [`evaluate_models`] | S0.11, S2.T6 |
 //!
 //! Everything a notebook keeps between cells is owned ([`Backbone`], [`Classifier`],
 //! [`Embeddings`]): no value borrows from a method, so a cell can drop the method and keep the

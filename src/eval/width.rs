@@ -518,7 +518,7 @@ pub struct FlatnessReport {
 }
 
 impl FlatnessReport {
-    /// The numbers as a row of [`crate::eval::compare`]'s table.
+    /// The numbers as a row of [`crate::eval::compare`](fn@crate::eval::compare)'s table.
     pub fn metrics(&self) -> ModelMetrics {
         ModelMetrics::new(self.name.clone())
             .value("loss", self.sharpness.loss)

@@ -7,7 +7,7 @@
 //!   where the features are strong, whatever the class.
 //! - **Grad-CAM** (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
 //!   Gradient-based Localization", <https://arxiv.org/abs/1610.02391>): "the neuron importance
-//!   weights α_k^c [are] global-average-pooled gradients of y^c with respect to the feature map
+//!   weights α_k^c \[are\] global-average-pooled gradients of y^c with respect to the feature map
 //!   A^k", and the map is ReLU(Σ_k α_k^c A^k). Class-specific: it needs a classifier (`fc`).
 //!
 //! Both are shown as a triptych per image: image | map | overlay, one row per image.
