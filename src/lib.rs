@@ -5,19 +5,25 @@
 //! step one call. Built on [`tch`] (PyTorch 2.11.0).
 //!
 //! The architecture follows the pipeline a notebook walks through:
-//! data ([`data`]) → models ([`models`]) → visualisation ([`viz`]), with [`device`](mod@device) choosing
-//! the hardware. Every figure, image and table renders inline.
+//! data ([`data`]) → augmentations ([`augment`]) → models ([`models`]) → methods ([`methods`],
+//! [`losses`], [`momentum`]) → training ([`train`]) → evaluation ([`eval`]) → visualisation
+//! ([`viz`]), with [`device`](mod@device) choosing the hardware. Every figure, image and table
+//! renders inline.
 //!
 //! ## Papers
 //! - He et al. 2016, *Deep Residual Learning* — [`models::resnet`].
-//! - He et al. 2020, *Momentum Contrast (MoCo)*; Chen et al. 2020, *MoCo v2*.
-//! - Chen et al. 2020, *A Simple Framework for Contrastive Learning (SimCLR)*.
-//! - Grill et al. 2020, *Bootstrap Your Own Latent (BYOL)*.
-//! - Zbontar et al. 2021, *Barlow Twins*.
+//! - He et al. 2020, *Momentum Contrast (MoCo)*; Chen et al. 2020, *MoCo v2* — [`methods::moco`].
+//! - Chen et al. 2020, *A Simple Framework for Contrastive Learning (SimCLR)* — [`methods::simclr`].
+//! - Grill et al. 2020, *Bootstrap Your Own Latent (BYOL)* — [`methods::byol`].
+//! - Zbontar et al. 2021, *Barlow Twins* — [`methods::barlow_twins`].
 //!
 //! ## Notebooks
 //! - `notebooks/00_getting_started.ipynb`: environment check, the embedded dataset, one
 //!   ResNet-18 training step.
+//! - `notebooks/01_moco_v2_seminar.ipynb`: the MoCo v2 seminar (InfoNCE, MoCo part by part,
+//!   pre-training, activation maps, linear probe vs scratch).
+//! - `notebooks/05_moco_code_reading.ipynb`: the reference MoCo code step by step, exact resume,
+//!   linear classification from a checkpoint.
 //!
 //! ```no_run
 //! use selfsup::prelude::*;
