@@ -22,6 +22,9 @@
 //!   ResNet-18 training step.
 //! - `notebooks/01_moco_v2_seminar.ipynb`: the MoCo v2 seminar (InfoNCE, MoCo part by part,
 //!   pre-training, activation maps, linear probe vs scratch).
+//! - `notebooks/02_supervised_vs_byol.ipynb`: supervised vs BYOL vs random weights, inline
+//!   embedding explorers, logistic probes, BYOL without momentum.
+//! - `notebooks/04_barlow_twins_label_fractions.ipynb`: Barlow Twins and label fractions.
 //! - `notebooks/05_moco_code_reading.ipynb`: the reference MoCo code step by step, exact resume,
 //!   linear classification from a checkpoint.
 //!
