@@ -15,10 +15,10 @@
 //! normalisation inside [`crate::losses::cross_correlation`].
 //!
 //! Used by `notebooks/*barlow_twins*` (S3).
-use super::{backbone_and_head, check_views, load_named, with_stats, SslMethod, StepOutput};
+use super::{check_views, with_stats, ProjectedEncoder, SslMethod, StepOutput};
 use crate::error::{config_err, Result};
 use crate::losses::{barlow_twins_terms, cross_correlation, BarlowTwinsLossConfig};
-use crate::models::heads::{HeadConfig, Mlp};
+use crate::models::heads::HeadConfig;
 use crate::models::{Depth, ResNet, ResNetConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -118,9 +118,7 @@ impl BarlowTwinsConfig {
 #[derive(Debug)]
 pub struct BarlowTwins {
     config: BarlowTwinsConfig,
-    online: nn::VarStore,
-    backbone: ResNet,
-    projector: Mlp,
+    encoder: ProjectedEncoder,
 }
 
 impl BarlowTwins {
@@ -132,10 +130,8 @@ impl BarlowTwins {
         config.validate()?;
         let mut config = config;
         config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
-        let online = nn::VarStore::new(device);
-        let (backbone, projector) =
-            backbone_and_head(&online.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
-        Ok(BarlowTwins { config, online, backbone, projector })
+        let encoder = ProjectedEncoder::new(&config.backbone, &config.projector, device)?;
+        Ok(BarlowTwins { config, encoder })
     }
 
     /// The config (with the projector's `in_dim` set to the backbone's feature width).
@@ -151,7 +147,7 @@ impl BarlowTwins {
     /// # Errors
     /// On a malformed input.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
-        self.projector.forward_t(&self.backbone.features(x, true)?, true) // [N, D]
+        self.encoder.project(x) // [N, D]
     }
 }
 
@@ -183,25 +179,13 @@ impl SslMethod for BarlowTwins {
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 
-    /// Nothing to do: Barlow Twins has no target network.
-    fn after_step(&mut self, _step: usize, _total_steps: usize) -> Result<()> {
-        Ok(())
-    }
 
     fn online(&self) -> &nn::VarStore {
-        &self.online
+        &self.encoder.online
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.encoder.backbone
     }
 
-    /// Empty: everything lives in `online()`.
-    fn state(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
-        load_named("Barlow Twins", &[], state)
-    }
 }

@@ -36,8 +36,12 @@ pub trait SslMethod {
     fn training_step(&mut self, v1: &Tensor, v2: &Tensor) -> Result<StepOutput>;
 
     /// Called after the optimizer step with the global step just done (0-based) and the planned
-    /// total number of steps: momentum updates of target networks, schedules of τ.
-    fn after_step(&mut self, step: usize, total_steps: usize) -> Result<()>;
+    /// total number of steps: momentum updates of target networks, schedules of τ. Nothing, by
+    /// default (methods without a target network: SimCLR, Barlow Twins).
+    fn after_step(&mut self, step: usize, total_steps: usize) -> Result<()> {
+        let _ = (step, total_steps);
+        Ok(())
+    }
 
     /// The variables the optimizer trains (backbone, projector, predictor), with their names.
     fn online(&self) -> &nn::VarStore;
@@ -46,14 +50,20 @@ pub trait SslMethod {
     fn backbone(&self) -> &ResNet;
 
     /// Everything besides `online()` that a checkpoint must hold to resume exactly: target
-    /// network variables, queue, queue pointer, counters — as named tensors.
-    fn state(&self) -> Vec<(String, Tensor)>;
+    /// network variables, queue, queue pointer, counters — as named tensors. Empty by default
+    /// (everything lives in `online()`).
+    fn state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 
     /// Restores what [`SslMethod::state`] returned.
     ///
     /// # Errors
     /// When a name is missing or a shape differs (a checkpoint of another method or config).
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// The default expects the empty state of the default [`SslMethod::state`].
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        load_named(self.name(), &[], state)
+    }
 }
 
 pub mod barlow_twins;
@@ -146,4 +156,30 @@ pub(crate) fn backbone_and_head(
     let net = ResNet::new(&(root / backbone_path), backbone)?;
     let head_root = head_path.iter().fold(root.clone(), |p, part| &p / *part);
     Ok((net, crate::models::heads::Mlp::new(&head_root, head)?))
+}
+
+/// The online network of the methods without a target network (SimCLR, Barlow Twins): a backbone
+/// at `backbone.*` and a projection head at `projector.*`, in one `VarStore` the optimizer trains.
+#[derive(Debug)]
+pub(crate) struct ProjectedEncoder {
+    pub(crate) online: nn::VarStore,
+    pub(crate) backbone: ResNet,
+    pub(crate) projector: crate::models::heads::Mlp,
+}
+
+impl ProjectedEncoder {
+    pub(crate) fn new(
+        backbone: &crate::models::ResNetConfig,
+        projector: &crate::models::heads::HeadConfig,
+        device: tch::Device,
+    ) -> Result<Self> {
+        let online = nn::VarStore::new(device);
+        let (backbone, projector) = backbone_and_head(&online.root(), "backbone", backbone, &["projector"], projector)?;
+        Ok(ProjectedEncoder { online, backbone, projector })
+    }
+
+    /// z = g(f(x)) in training mode: `[M, 3, H, W]` → `[M, D]`.
+    pub(crate) fn project(&self, x: &Tensor) -> Result<Tensor> {
+        self.projector.forward_t(&self.backbone.features(x, true)?, true) // [M, D]
+    }
 }

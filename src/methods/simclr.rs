@@ -12,10 +12,10 @@
 //! `projector.0.weight`, `projector.1.*` BatchNorm, `projector.3.weight`).
 //!
 //! Used by `notebooks/*simclr*` (the STL-10 homework, S2.T1).
-use super::{backbone_and_head, check_views, load_named, with_stats, SslMethod, StepOutput};
+use super::{check_views, with_stats, ProjectedEncoder, SslMethod, StepOutput};
 use crate::error::{config_err, Result};
 use crate::losses::{l2_normalize, nt_xent, NtXentConfig};
-use crate::models::heads::{HeadConfig, Mlp};
+use crate::models::heads::HeadConfig;
 use crate::models::{Depth, ResNet, ResNetConfig};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -106,9 +106,7 @@ impl SimClrConfig {
 #[derive(Debug)]
 pub struct SimClr {
     config: SimClrConfig,
-    online: nn::VarStore,
-    backbone: ResNet,
-    projector: Mlp,
+    encoder: ProjectedEncoder,
 }
 
 impl SimClr {
@@ -120,10 +118,8 @@ impl SimClr {
         config.validate()?;
         let mut config = config;
         config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
-        let online = nn::VarStore::new(device);
-        let (backbone, projector) =
-            backbone_and_head(&online.root(), "backbone", &config.backbone, &["projector"], &config.projector)?;
-        Ok(SimClr { config, online, backbone, projector })
+        let encoder = ProjectedEncoder::new(&config.backbone, &config.projector, device)?;
+        Ok(SimClr { config, encoder })
     }
 
     /// The config (with the head's `in_dim` set to the backbone's feature width).
@@ -139,7 +135,7 @@ impl SimClr {
     /// # Errors
     /// On a malformed input.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
-        self.projector.forward_t(&self.backbone.features(x, true)?, true) // [M, D]
+        self.encoder.project(x) // [M, D]
     }
 }
 
@@ -176,25 +172,13 @@ impl SslMethod for SimClr {
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 
-    /// Nothing to do: SimCLR has no target network.
-    fn after_step(&mut self, _step: usize, _total_steps: usize) -> Result<()> {
-        Ok(())
-    }
 
     fn online(&self) -> &nn::VarStore {
-        &self.online
+        &self.encoder.online
     }
 
     fn backbone(&self) -> &ResNet {
-        &self.backbone
+        &self.encoder.backbone
     }
 
-    /// Empty: everything lives in `online()`.
-    fn state(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
-        load_named("SimCLR", &[], state)
-    }
 }
