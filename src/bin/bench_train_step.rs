@@ -33,7 +33,7 @@ use selfsup::methods::{BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, M
 use selfsup::models::{Depth, ResNetConfig};
 use selfsup::tch::{self, Device, Kind, Tensor};
 use selfsup::train::amp::{self, LossScaler, Precision};
-use selfsup::train::{std_of_l2_normalized, Optimizer, TrainConfig};
+use selfsup::train::{backward_and_step, std_of_l2_normalized, Optimizer, TrainConfig};
 use selfsup::{Error, Result};
 use std::time::Instant;
 
@@ -217,21 +217,7 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
         if !loss.is_finite() {
             return Err(Error::Diverged(format!("{name}: loss {loss} at step {step}")));
         }
-        opt.zero_grad();
-        match &scaler {
-            Some(s) => (&out.loss * s.scale).backward(),
-            None => out.loss.backward(),
-        }
-        let mut apply = true;
-        if let Some(s) = scaler.as_mut() {
-            opt.scale_grads(1.0 / s.scale);
-            let finite = opt.grads_finite();
-            s.update(finite);
-            apply = finite;
-        }
-        if apply {
-            opt.step()?;
-        }
+        backward_and_step(&out.loss, &mut opt, scaler.as_mut(), None)?;
         method.after_step(step, total)?;
         if let Some(z) = &out.z {
             std_of_l2_normalized(z)?;

@@ -191,6 +191,45 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
 }
 
 /// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
+/// Backward pass and optimizer step, as every training step of the engine takes them: zero the
+/// gradients, backward (of the scaled loss with an fp16 [`LossScaler`], then unscale and skip the
+/// step when a gradient is not finite), clip the gradient norm when asked, step. Returns what is
+/// worth logging: `loss_scale`, `grad_norm`, `skipped_step`. The benchmark calls it too, so it
+/// times exactly this code.
+///
+/// # Errors
+/// Those of [`Optimizer::clip_grad_norm`] and [`Optimizer::step`].
+pub fn backward_and_step(
+    loss: &Tensor,
+    opt: &mut Optimizer,
+    scaler: Option<&mut LossScaler>,
+    grad_clip: Option<f64>,
+) -> Result<Vec<(String, f64)>> {
+    let mut metrics = Vec::new();
+    opt.zero_grad();
+    let mut apply = true;
+    match scaler {
+        Some(s) => {
+            (loss * s.scale).backward();
+            opt.scale_grads(1.0 / s.scale);
+            let finite = opt.grads_finite();
+            s.update(finite);
+            apply = finite;
+            metrics.push(("loss_scale".to_string(), s.scale));
+        }
+        None => loss.backward(),
+    }
+    if apply {
+        if let Some(max) = grad_clip {
+            metrics.push(("grad_norm".to_string(), opt.clip_grad_norm(max)?));
+        }
+        opt.step()?;
+    } else {
+        metrics.push(("skipped_step".to_string(), 1.0));
+    }
+    Ok(metrics)
+}
+
 fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
     let mut z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -363,28 +402,8 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                 writer.flush()?;
                 return Err(diverged(loss, step, epoch, lr, last_checkpoint, out_dir));
             }
-            opt.zero_grad();
-            match &scaler {
-                Some(s) => (&out.loss * s.scale).backward(),
-                None => out.loss.backward(),
-            }
             let mut metrics: BTreeMap<String, f64> = out.metrics.into_iter().collect();
-            let mut apply = true;
-            if let Some(s) = scaler.as_mut() {
-                opt.scale_grads(1.0 / s.scale);
-                let finite = opt.grads_finite();
-                s.update(finite);
-                apply = finite;
-                metrics.insert("loss_scale".into(), s.scale);
-            }
-            if apply {
-                if let Some(max) = cfg.grad_clip {
-                    metrics.insert("grad_norm".into(), opt.clip_grad_norm(max)?);
-                }
-                opt.step()?;
-            } else {
-                metrics.insert("skipped_step".into(), 1.0);
-            }
+            metrics.extend(backward_and_step(&out.loss, &mut opt, scaler.as_mut(), cfg.grad_clip)?);
             t.after_step(step, total)?;
             let z_std = match &out.z {
                 Some(z) if z.dim() == 2 && z.size()[0] >= 2 => {

@@ -38,6 +38,7 @@ mod progress;
 pub mod scale;
 pub mod schedule;
 
+pub use engine::backward_and_step;
 pub use amp::Precision;
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use collapse::{healthy_std, std_of_l2_normalized, CollapseMonitor};
