@@ -5,7 +5,7 @@
 use anyhow::Result;
 use selfsup::augment;
 use selfsup::data::synthetic::{self, SyntheticConfig};
-use selfsup::data::{ImageSet, Split};
+use selfsup::data::{self, ImageSet, Source, Split};
 use selfsup::eval::{self, knn::KnnConfig, Backbone, FeatureConfig, LogisticConfig, Multiclass};
 use selfsup::methods::{Moco, MocoConfig, SimClr, SimClrConfig, SslMethod};
 use selfsup::models::{ResNetConfig, Stage};
@@ -436,11 +436,44 @@ fn ood_counts_monkey_as_frog() -> Result<()> {
     let set = tiny(Split::Test)?;
     let b = Backbone::random(&fast_resnet(), 0, Device::Cpu)?;
     let clf = eval::Classifier::from_backbone(&b, &set.class_names, 0.01, 0)?;
-    let report = eval::ood_evaluate(&[&clf], &set, &eval::OodConfig { resize_to: None, batch_size: 64 })?;
+    let report = eval::ood_evaluate(&[&clf], &set, &eval::OodConfig { resize_to: None, batch_size: 64, ..Default::default() })?;
     let pred = clf.predict(&set, 64)?;
     let (want, _) = eval::ood_accuracy(&pred, set.labels.as_ref().expect("labels"))?;
     assert_eq!(report.results[0].accuracy, want);
     assert!(report.table().to_string().contains('%'));
+    Ok(())
+}
+
+#[test]
+fn ood_test_set_of_the_embedded_data_is_a_lower_resolution_shift_scored_class_for_class() -> Result<()> {
+    let cfg = SyntheticConfig::tiny(); // 32 px
+    let ood = eval::ood_test_set(&Source::Synthetic(cfg.clone()))?;
+    assert_eq!(ood.set.image_size(), (16, 16)); // a third of 32, at least 16
+    assert_eq!(ood.set.len(), 100);
+    assert_eq!(ood.config.resize_to, Some(32));
+    assert_eq!(ood.config.mapping, eval::ClassMapping::Identity);
+    assert!(ood.description.contains("stand-in for CIFAR-10"), "{}", ood.description);
+    // Other images than the in-distribution test split (another seed).
+    let test = Source::Synthetic(cfg).load(Split::Test)?;
+    let up = data::resize(&ood.set, 32, 32)?;
+    assert!((up.images.to_kind(Kind::Float) - test.images.to_kind(Kind::Float)).abs().mean(Kind::Float).double_value(&[]) > 1.0);
+
+    // Identity scoring: a model's accuracy is its plain agreement with the labels, and the
+    // monkey→frog rule is not applied (class 7 stays 7).
+    let b = Backbone::random(&fast_resnet(), 0, Device::Cpu)?;
+    let clf = eval::Classifier::from_backbone(&b, &ood.set.class_names, 0.01, 0)?;
+    let report = eval::ood_evaluate(&[&clf], &ood.set, &ood.config)?;
+    let pred = clf.predict(&up, 64)?;
+    let labels = ood.set.labels.as_ref().expect("labels");
+    let want = pred.eq_tensor(labels).sum(Kind::Int64).int64_value(&[]) as f64 / 100.0;
+    assert_eq!(report.results[0].accuracy, want);
+    assert_eq!(report.results[0].confusion.sum(Kind::Int64).int64_value(&[]), 100);
+    assert!(report.table().to_string().contains("stand-in"));
+
+    // A model with another number of classes is a clear error, not a libtorch panic.
+    let three = eval::Classifier::from_backbone(&b, &["a".to_string(), "b".into(), "c".into()], 0.01, 0)?;
+    let err = eval::ood_evaluate(&[&three], &ood.set, &ood.config).unwrap_err().to_string();
+    assert!(err.contains("3 classes"), "{err}");
     Ok(())
 }
 

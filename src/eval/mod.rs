@@ -54,7 +54,7 @@ pub use logistic::{
     fit_logistic, logistic_probe, logistic_probe_split, ClassReport, LogisticConfig, LogisticModel, Multiclass,
     ProbeReport,
 };
-pub use ood::{ood_accuracy, ood_evaluate, OodConfig, OodReport, OodResult};
+pub use ood::{ood_accuracy, ood_evaluate, ood_test_set, ClassMapping, OodConfig, OodReport, OodResult, OodSet};
 pub use width::{
     epsilon_sharpness, filter_normalized_direction, flatness_report, loss_curve_1d, loss_surface_2d,
     top_hessian_eigenvalue, FlatnessConfig, FlatnessReport, LossCurve, LossSurface, Sharpness,

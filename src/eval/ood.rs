@@ -7,27 +7,49 @@
 //!
 //! The homework runs it for five models — supervised, SimCLR + probe, SimCLR + fine-tuning,
 //! BYOL + probe, BYOL + fine-tuning — and asks which representation transfers best.
+//!
+//! Without real data, [`ood_test_set`] gives the embedded dataset's version of the same shift:
+//! the shapes drawn at a third of the resolution (as CIFAR-10's 32 px are to STL-10's 96 px),
+//! from another seed and with twice the pixel noise, upscaled back to the training size and
+//! scored class for class ([`ClassMapping::Identity`]).
 use super::backbone::Classifier;
-use crate::data::{self, stl10, ImageSet};
+use crate::data::cifar::{self, Cifar100Labels, CifarDataset};
+use crate::data::synthetic::{self, SyntheticConfig};
+use crate::data::{self, stl10, ImageSet, Source, Split};
 use crate::error::{config_err, Error, Result};
 use crate::viz::{self, ConfusionConfig, Figure, Table};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// How the CIFAR-10 images are fed to the STL-10 models.
+/// How a model's predicted class is compared with the OOD set's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ClassMapping {
+    /// STL-10 prediction → CIFAR-10 class with [`stl10::to_cifar10`] ("monkey" counts as
+    /// "frog"), the homework's rule.
+    #[default]
+    Stl10ToCifar10,
+    /// The OOD set has the model's classes in the same order (the embedded dataset's shifted
+    /// test set from [`ood_test_set`]).
+    Identity,
+}
+
+/// How the out-of-distribution images are fed to the models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OodConfig {
-    /// Resize the CIFAR-10 images to this side first (bilinear, antialiased) — 96 to match
+    /// Resize the OOD images to this side first (bilinear, antialiased) — 96 to match
     /// models trained on STL-10's 96×96 images; `None` feeds 32×32 as they are.
     pub resize_to: Option<i64>,
     /// Images per forward pass. 256.
     pub batch_size: usize,
+    /// How predictions map onto the OOD labels. STL-10 → CIFAR-10.
+    #[serde(default)]
+    pub mapping: ClassMapping,
 }
 
 impl Default for OodConfig {
-    /// Upscale to 96×96 (STL-10's size), batches of 256.
+    /// Upscale to 96×96 (STL-10's size), batches of 256, STL-10 → CIFAR-10 classes.
     fn default() -> Self {
-        OodConfig { resize_to: Some(96), batch_size: 256 }
+        OodConfig { resize_to: Some(96), batch_size: 256, mapping: ClassMapping::Stl10ToCifar10 }
     }
 }
 
@@ -65,18 +87,26 @@ pub struct OodResult {
 pub struct OodReport {
     /// One per model, in the order given.
     pub results: Vec<OodResult>,
-    /// CIFAR-10 class names (the confusion matrices' order).
+    /// The OOD set's class names (the confusion matrices' order).
     pub class_names: Vec<String>,
+    /// The OOD set's name, for captions.
+    pub set_name: String,
+    /// How predictions were mapped.
+    pub mapping: ClassMapping,
 }
 
 impl OodReport {
     /// Model × accuracy table (inline HTML; text with `{}`).
     pub fn table(&self) -> Table {
+        let caption = match self.mapping {
+            ClassMapping::Stl10ToCifar10 => format!("STL-10 models on {} (monkey counted as frog)", self.set_name),
+            ClassMapping::Identity => format!("Out-of-distribution accuracy on {}", self.set_name),
+        };
         Table::new(
-            vec!["model".into(), "CIFAR-10 accuracy (OOD)".into()],
+            vec!["model".into(), "OOD accuracy".into()],
             self.results.iter().map(|r| vec![r.name.clone(), format!("{:.2}%", 100.0 * r.accuracy)]).collect(),
         )
-        .caption("STL-10 models on the CIFAR-10 test set (monkey counted as frog)")
+        .caption(caption)
     }
     /// The confusion matrix of model `index`, drawn.
     ///
@@ -87,7 +117,7 @@ impl OodReport {
             .results
             .get(index)
             .ok_or_else(|| config_err!("OodReport: model index {index} out of range (0..{})", self.results.len()))?;
-        let cfg = ConfusionConfig { title: format!("{} on CIFAR-10 (OOD)", r.name), ..Default::default() };
+        let cfg = ConfusionConfig { title: format!("{} out of distribution", r.name), ..Default::default() };
         viz::confusion_matrix(&r.confusion, &self.class_names, &cfg)
     }
     /// evcxr display hook: the table.
@@ -120,22 +150,33 @@ impl std::fmt::Display for OodReport {
 /// [`Error::Shape`] for shapes that are not the same `[N]`; [`Error::Data`] for values outside
 /// 0..10 or no prediction.
 pub fn ood_accuracy(stl_predictions: &Tensor, cifar_labels: &Tensor) -> Result<(f64, Tensor)> {
-    let (p, l) = (stl_predictions.size(), cifar_labels.size());
+    mapped_accuracy(stl_predictions, cifar_labels, ClassMapping::Stl10ToCifar10, 10)
+}
+
+/// Accuracy and `[C, C]` confusion counts of predictions against labels after `mapping`.
+fn mapped_accuracy(predictions: &Tensor, labels: &Tensor, mapping: ClassMapping, classes: i64) -> Result<(f64, Tensor)> {
+    let (p, l) = (predictions.size(), labels.size());
     if p.len() != 1 || p != l {
         return Err(Error::shape("ood_accuracy predictions", format!("[N] like the labels {l:?}"), &p));
     }
     if p[0] == 0 {
         return Err(Error::Data("ood_accuracy: no prediction to score".into()));
     }
-    let mapped = stl10::to_cifar10(&stl_predictions.to_device(Device::Cpu))?; // [N] CIFAR-10 classes
-    let labels = cifar_labels.to_device(Device::Cpu).to_kind(Kind::Int64);
-    let confusion = viz::confusion_counts(&mapped, &labels, 10)?; // [10, 10]
+    let predictions = predictions.to_device(Device::Cpu).to_kind(Kind::Int64);
+    let mapped = match mapping {
+        ClassMapping::Stl10ToCifar10 => stl10::to_cifar10(&predictions)?, // [N] CIFAR-10 classes
+        ClassMapping::Identity => predictions,
+    };
+    let labels = labels.to_device(Device::Cpu).to_kind(Kind::Int64);
+    let confusion = viz::confusion_counts(&mapped, &labels, classes)?; // [C, C]
     let accuracy = mapped.eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]) as f64 / labels.size()[0] as f64;
     Ok((accuracy, confusion))
 }
 
 /// Scores STL-10 classifiers on a CIFAR-10 test set (S2.T6): each model's predictions, mapped
-/// to CIFAR-10 classes with the monkey→frog rule, give an accuracy and a confusion matrix.
+/// to CIFAR-10 classes with the monkey→frog rule, give an accuracy and a confusion matrix. With
+/// [`ClassMapping::Identity`] the set may be any labelled set with the models' classes (the
+/// embedded stand-in from [`ood_test_set`]).
 ///
 /// ```no_run
 /// use selfsup::prelude::*;
@@ -148,7 +189,8 @@ pub fn ood_accuracy(stl_predictions: &Tensor, cifar_labels: &Tensor) -> Result<(
 ///
 /// # Errors
 /// [`Error::Config`] for a bad config or no model; [`Error::Data`] for an unlabelled set, a set
-/// without 10 classes, or a model without 10 classes.
+/// without 10 classes, or a model without 10 classes (with `Identity`: a model whose class
+/// count differs from the set's).
 pub fn ood_evaluate(models: &[&Classifier], cifar_test: &ImageSet, cfg: &OodConfig) -> Result<OodReport> {
     cfg.validate()?;
     if models.is_empty() {
@@ -158,7 +200,8 @@ pub fn ood_evaluate(models: &[&Classifier], cifar_test: &ImageSet, cfg: &OodConf
         .labels
         .as_ref()
         .ok_or_else(|| Error::Data(format!("ood_evaluate: '{}' has no labels", cifar_test.name)))?;
-    if cifar_test.num_classes() != 10 {
+    let classes = cifar_test.num_classes();
+    if cfg.mapping == ClassMapping::Stl10ToCifar10 && classes != 10 {
         return Err(Error::Data(format!(
             "ood_evaluate: expected the CIFAR-10 test set (10 classes), '{}' has {}",
             cifar_test.name,
@@ -171,16 +214,91 @@ pub fn ood_evaluate(models: &[&Classifier], cifar_test: &ImageSet, cfg: &OodConf
     };
     let mut results = Vec::with_capacity(models.len());
     for m in models {
-        if m.num_classes() != 10 {
+        if m.num_classes() != classes {
             return Err(Error::Data(format!(
-                "ood_evaluate: model '{}' has {} classes; an STL-10 classifier has 10",
+                "ood_evaluate: model '{}' has {} classes but '{}' has {classes}; {}",
                 m.name,
-                m.num_classes()
+                m.num_classes(),
+                cifar_test.name,
+                match cfg.mapping {
+                    ClassMapping::Stl10ToCifar10 => "score STL-10 classifiers (10 classes) on CIFAR-10",
+                    ClassMapping::Identity => "the OOD set must have the models' classes",
+                }
             )));
         }
-        let pred = m.predict(&set, cfg.batch_size)?; // [N] STL-10 classes
-        let (accuracy, confusion) = ood_accuracy(&pred, labels)?;
+        let pred = m.predict(&set, cfg.batch_size)?; // [N] the model's classes
+        let (accuracy, confusion) = mapped_accuracy(&pred, labels, cfg.mapping, classes as i64)?;
         results.push(OodResult { name: m.name.clone(), accuracy, confusion });
     }
-    Ok(OodReport { results, class_names: cifar_test.class_names.clone() })
+    Ok(OodReport { results, class_names: cifar_test.class_names.clone(), set_name: cifar_test.name.clone(), mapping: cfg.mapping })
+}
+
+/// An out-of-distribution test set and how to score on it, from [`ood_test_set`].
+#[derive(Debug, Clone)]
+pub struct OodSet {
+    /// The labelled images.
+    pub set: ImageSet,
+    /// Resize and class mapping for [`ood_evaluate`].
+    pub config: OodConfig,
+    /// One line for the notebook: what the set is.
+    pub description: String,
+}
+
+/// The OOD test set for models trained on `source` (S2.T6):
+/// - STL-10 → the CIFAR-10 test set from [`data::data_dir`], upscaled to 96 px, monkey → frog;
+/// - the embedded dataset → its test split drawn at a third of the resolution (at least 16 px),
+///   from seed + 1 with twice the noise, upscaled to the training size, same classes — the
+///   shift CIFAR-10 is to STL-10: fewer pixels, other images.
+///
+/// ```no_run
+/// use selfsup::prelude::*;
+/// let ood = eval::ood_test_set(&Source::stl10_or_synthetic(SyntheticConfig::stl10_like()))?;
+/// println!("{}", ood.description);
+/// # Ok::<(), selfsup::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Data`] for STL-10 without CIFAR-10 on disk (the message says where to put it) and
+/// for a CIFAR source (the homework's OOD test is defined for STL-10 models).
+pub fn ood_test_set(source: &Source) -> Result<OodSet> {
+    match source {
+        Source::Stl10(_) => {
+            let found = cifar::detect(data::data_dir(), CifarDataset::Cifar10).map_err(|e| {
+                Error::Data(format!(
+                    "the OOD test needs the CIFAR-10 test set next to STL-10: put cifar-10-batches-bin/ (or \
+                     cifar-10-batches-py/) in {} or fetch it with selfsup::data::download::cifar10 ({e})",
+                    data::data_dir().display()
+                ))
+            })?;
+            let set = cifar::load(&found, Split::Test, Cifar100Labels::Fine)?;
+            let description = format!("OOD: {} ({} images, 32 px upscaled to 96, monkey counted as frog)", set.name, set.len());
+            Ok(OodSet { set, config: OodConfig::default(), description })
+        }
+        Source::Synthetic(cfg) => {
+            let shifted = SyntheticConfig {
+                image_size: (cfg.image_size / 3).max(16),
+                seed: cfg.seed.wrapping_add(1),
+                noise: (2.0 * cfg.noise).min(0.5),
+                ..cfg.clone()
+            };
+            let mut set = synthetic::load(Split::Test, &shifted)?;
+            set.name = format!(
+                "the embedded shapes at {0}x{0} px (seed {1}, noise {2:.2}), a stand-in for CIFAR-10",
+                shifted.image_size, shifted.seed, shifted.noise
+            );
+            let description = format!(
+                "OOD: {} ({} images upscaled to {} px; the same 10 classes)",
+                set.name,
+                set.len(),
+                cfg.image_size
+            );
+            let config = OodConfig { resize_to: Some(cfg.image_size as i64), mapping: ClassMapping::Identity, ..OodConfig::default() };
+            Ok(OodSet { set, config, description })
+        }
+        Source::Cifar(_) => Err(Error::Data(
+            "ood_test_set: the homework's OOD test scores STL-10 models on CIFAR-10; train on STL-10 \
+             (Source::stl10_or_synthetic) or on the embedded dataset"
+                .into(),
+        )),
+    }
 }
