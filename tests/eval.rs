@@ -525,6 +525,17 @@ fn fine_tune_uses_two_learning_rates_and_calls_back() -> Result<()> {
     assert!(!conv(clf.vs()).equal(&conv(b.vs())), "the backbone was fine-tuned");
     assert!(!snaps[0].embeddings.features.allclose(&snaps[2].embeddings.features, 1e-6, 1e-6, false));
     assert_eq!(clf.history.test_accuracies().len(), 2);
+    // A second call loads the finished run at once; the snapshots come back from their files,
+    // not from the final weights (which would make every t-SNE panel the same).
+    let (clf2, again) = eval::finetune::fine_tune_snapshots(&b, &train, Some(&test), &test, &cfg, &dir, 1)?;
+    assert!(conv(clf2.vs()).equal(&conv(clf.vs())));
+    for (a, b) in snaps.iter().zip(&again) {
+        assert_eq!(a.epoch, b.epoch);
+        assert!(a.embeddings.features.equal(&b.embeddings.features), "snapshot of epoch {}", a.epoch);
+    }
+    // Snapshots of another set than the saved ones: a clear error, not a wrong picture.
+    let err = eval::finetune::fine_tune_snapshots(&b, &train, Some(&test), &test.head(10), &cfg, &dir, 1).unwrap_err();
+    assert!(err.to_string().contains("delete"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

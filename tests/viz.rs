@@ -312,3 +312,30 @@ fn loss_landscape_is_dark_at_the_minimum() {
     let err = viz::loss_landscape_2d(&xs, &xs, &grid[..3], &Default::default()).unwrap_err();
     assert!(err.to_string().contains("expected 21 rows"), "{err}");
 }
+
+#[test]
+fn z_std_plot_shows_loss_std_and_the_healthy_level() {
+    use selfsup::train::{History, Record, StepRecord};
+    let mut h = History::new();
+    assert!(h.plot_z_std("empty", 64).is_err());
+    for s in 0..40usize {
+        h.push(Record::Step(StepRecord {
+            step: s,
+            epoch: 0,
+            loss: 4.0 - 0.05 * s as f64,
+            lr: 0.1,
+            z_std: Some(0.125 - 0.001 * s as f64),
+            images_per_sec: 1.0,
+            metrics: Default::default(),
+        }));
+    }
+    let fig = h.plot_z_std("BYOL", 64).unwrap();
+    for i in 0..3 {
+        let (count, ..) = colour_stats(fig.image(), categorical(i), 800);
+        assert!(count > 50, "series {i} (loss, std, healthy 1/√d): {count} pixels");
+    }
+    let mut no_z = History::new();
+    no_z.push(Record::Step(StepRecord { z_std: None, ..h.steps[0].clone() }));
+    let err = no_z.plot_z_std("SimCLR", 64).unwrap_err();
+    assert!(err.to_string().contains("no std(z)"), "{err}");
+}

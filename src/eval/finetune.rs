@@ -18,6 +18,7 @@ use crate::models::Stage;
 use crate::train::{self, LrSchedule, OptimizerConfig, ParamGroup, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use tch::{Device, Tensor};
 
 /// Settings of [`fine_tune`]. `Default`: Adam, head 1e-3 and backbone 1e-4 (the usual 10×
 /// ratio between a new layer and pre-trained ones), cosine schedule, 10 epochs, batch 256.
@@ -255,8 +256,14 @@ pub fn fine_tune_with(
 /// [`fine_tune_with`] taking average-pool embeddings of `snapshot_set` every `every_epochs`
 /// epochs (and before and after), for `viz::tsne_snapshots` (S2.T5).
 ///
+/// Each snapshot is also saved as `<out_dir>/snapshots/epoch_NNNN.safetensors` the moment it is
+/// taken, and read back from there when present: a finished run is loaded at once on a second
+/// call (a notebook re-run, or a kernel restart), and without the files every snapshot would
+/// then show the final weights.
+///
 /// # Errors
-/// As [`fine_tune_with`] and [`extract_features`].
+/// As [`fine_tune_with`] and [`extract_features`]; [`Error::Data`] for a saved snapshot that does
+/// not match `snapshot_set` (delete `<out_dir>/snapshots` to take them again).
 pub fn fine_tune_snapshots(
     backbone: &Backbone,
     train: &ImageSet,
@@ -266,11 +273,55 @@ pub fn fine_tune_snapshots(
     out_dir: impl AsRef<Path>,
     every_epochs: usize,
 ) -> Result<(Classifier, Vec<Snapshot>)> {
+    let dir = out_dir.as_ref().join("snapshots");
     let mut snapshots = Vec::new();
-    let clf = fine_tune_with(backbone, train, test, cfg, out_dir, every_epochs, |epoch, clf| {
-        let fc = FeatureConfig::default().normalization(clf.normalization);
-        snapshots.push(Snapshot { epoch, embeddings: extract_features(clf.net(), snapshot_set, &fc, clf.device())? });
+    let clf = fine_tune_with(backbone, train, test, cfg, out_dir.as_ref(), every_epochs, |epoch, clf| {
+        let path = dir.join(format!("epoch_{epoch:04}.safetensors"));
+        let embeddings = if path.exists() {
+            load_snapshot(&path, snapshot_set, clf.device())?
+        } else {
+            let fc = FeatureConfig::default().normalization(clf.normalization);
+            let e = extract_features(clf.net(), snapshot_set, &fc, clf.device())?;
+            save_snapshot(&path, &e)?;
+            e
+        };
+        snapshots.push(Snapshot { epoch, embeddings });
         Ok(())
     })?;
     Ok((clf, snapshots))
+}
+
+fn save_snapshot(path: &Path, e: &Embeddings) -> Result<()> {
+    let mut named = vec![("features", e.features.to_device(Device::Cpu))];
+    if let Some(l) = &e.labels {
+        named.push(("labels", l.to_device(Device::Cpu)));
+    }
+    train::checkpoint::write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+}
+
+fn load_snapshot(path: &Path, set: &ImageSet, device: Device) -> Result<Embeddings> {
+    let mut features = None;
+    let mut labels = None;
+    for (name, t) in Tensor::read_safetensors(path)? {
+        match name.as_str() {
+            "features" => features = Some(t),
+            "labels" => labels = Some(t),
+            _ => {}
+        }
+    }
+    let features = features.ok_or_else(|| Error::Data(format!("snapshot {} has no 'features' tensor", path.display())))?;
+    if features.size().first().copied() != Some(set.len() as i64) {
+        return Err(Error::Data(format!(
+            "snapshot {} holds {:?} features but the snapshot set '{}' has {} images; delete {} to take the snapshots again",
+            path.display(),
+            features.size(),
+            set.name,
+            set.len(),
+            path.parent().map_or_else(|| path.display().to_string(), |d| d.display().to_string())
+        )));
+    }
+    let mut e = Embeddings::new(features.to_device(device), labels.map(|l| l.to_device(device)), set.class_names.clone())?;
+    e.images = Some(set.images.shallow_clone());
+    e.stage = Some(Stage::AvgPool);
+    Ok(e)
 }

@@ -262,6 +262,45 @@ impl History {
         }
     }
 
+    /// The loss (left axis) next to the standard deviation of the ℓ2-normalised projections z
+    /// (right axis) with the healthy level 1/√`z_dim` as a dashed line (B7, the homework's
+    /// collapse check for BYOL): a collapsed representation maps every image to the same z, and
+    /// its std falls to 0 while the loss may still look fine.
+    ///
+    /// # Errors
+    /// [`Error::Data`] when the history has no step or no recorded std(z) (the method returned
+    /// no projections), or `z_dim` is 0.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(history: &selfsup::train::History) -> selfsup::Result<()> {
+    /// let fig = history.plot_z_std("BYOL pre-training", 256)?; // projection dimension 256
+    /// # Ok(()) }
+    /// ```
+    pub fn plot_z_std(&self, title: &str, z_dim: usize) -> Result<crate::viz::Figure> {
+        use crate::viz::{line_plot_two_axes, LinePlotConfig, Series};
+        let stds = self.z_stds();
+        if self.steps.is_empty() || stds.is_empty() {
+            return Err(Error::Data(
+                "History::plot_z_std: no std(z) recorded; train a method that returns its projections first".into(),
+            ));
+        }
+        if z_dim == 0 {
+            return Err(Error::Data("History::plot_z_std: z_dim must be at least 1".into()));
+        }
+        let xs = |v: &[(usize, f64)]| v.iter().map(|p| (p.0 + 1) as f64).collect::<Vec<_>>();
+        let ys = |v: &[(usize, f64)]| v.iter().map(|p| p.1).collect::<Vec<_>>();
+        let losses = self.losses();
+        let healthy = 1.0 / (z_dim as f64).sqrt();
+        let (first, last) = (xs(&stds)[0], *xs(&stds).last().unwrap_or(&1.0));
+        let left = vec![Series::new("loss per step", xs(&losses), ys(&losses))];
+        let right = vec![
+            Series::new("std of normalised z", xs(&stds), ys(&stds)),
+            Series::new(format!("healthy 1/√d = {healthy:.3}"), vec![first, last], vec![healthy, healthy]),
+        ];
+        line_plot_two_axes(&left, &right, &LinePlotConfig::new(title, "step", "loss").y2_label("std of z / ‖z‖"))
+    }
+
     /// Reads a history written by [`History::save_jsonl`] or appended by a running trainer
     /// (`<out_dir>/history.jsonl`): what a notebook calls to watch a run.
     ///
