@@ -136,6 +136,20 @@ fn tsne_pair_and_snapshots_render_side_by_side() {
     let grid = viz::tsne_snapshots(&snaps, &labels, &[], &cfg).unwrap();
     assert_eq!(grid.width(), 3 * 320 + 160);
     assert!(grid.svg().unwrap().contains("step 2"));
+
+    // The same from labelled embeddings and fine-tuning snapshots, captioned by epoch.
+    let names = vec!["cats".to_string(), "dogs".to_string()];
+    let emb = |f: Tensor| selfsup::eval::Embeddings::new(f, Some(labels.shallow_clone()), names.clone()).unwrap();
+    let pair = viz::tsne_embeddings(&emb(x.shallow_clone()), &emb(&x * 2.0), &cfg).unwrap();
+    assert_eq!(pair.width(), 2 * 480 + 160);
+    let snapshots: Vec<selfsup::eval::Snapshot> =
+        (0..3).map(|e| selfsup::eval::Snapshot { epoch: e * 5, embeddings: emb(&x * (e + 1) as f64) }).collect();
+    let grid = viz::tsne_fine_tuning(&snapshots, &cfg).unwrap();
+    assert!(grid.svg().unwrap().contains("after 10 epochs"));
+    let unlabelled = selfsup::eval::Embeddings::new(x.shallow_clone(), None, vec![]).unwrap();
+    let err = viz::tsne_embeddings(&unlabelled, &emb(x.shallow_clone()), &cfg).unwrap_err();
+    assert!(err.to_string().contains("no labels"), "{err}");
+    assert!(viz::tsne_fine_tuning(&[], &cfg).is_err());
 }
 
 #[test]

@@ -28,7 +28,8 @@ pub use confusion::{confusion_counts, confusion_matrix, ConfusionConfig};
 pub use curves::{line_plot, line_plot_two_axes, LinePlotConfig, Series};
 pub use landscape::{loss_landscape_1d, loss_landscape_2d, LandscapeConfig};
 pub use tsne::{
-    knn_accuracy_2d, pca, scatter, trustworthiness, tsne, tsne_embed, tsne_pair, tsne_snapshots, TsneBackend, TsneConfig,
+    knn_accuracy_2d, pca, scatter, trustworthiness, tsne, tsne_embed, tsne_embeddings, tsne_fine_tuning, tsne_pair, tsne_snapshots, TsneBackend,
+    TsneConfig,
 };
 
 // Inline embedding explorer (S1.5, B4): canvas + vanilla JS, self-contained.

@@ -24,6 +24,7 @@
 use super::figure::{plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
+use crate::eval::{Embeddings, Snapshot};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -671,6 +672,48 @@ pub fn tsne_pair(
         panel(&l_test, c_test, format!("test ({n_test} points)"))?,
     ];
     render(panels, 2, 480, names, cfg.title.clone())
+}
+
+/// [`tsne_pair`] of two labelled [`Embeddings`] (e.g. `eval::extract_features` of the train and
+/// the test split), with their class names: the homework's task 3 in one call.
+///
+/// ```no_run
+/// use selfsup::prelude::*;
+/// # fn demo(net: &ResNet, train: &ImageSet, test: &ImageSet) -> selfsup::Result<()> {
+/// let cfg = FeatureConfig::default(); // average-pool embeddings
+/// let (a, b) = (eval::extract_features(net, train, &cfg, Device::Cpu)?, eval::extract_features(net, test, &cfg, Device::Cpu)?);
+/// let figure = viz::tsne_embeddings(&a, &b, &TsneConfig::default().title("SimCLR"))?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::Data`] for unlabelled embeddings; as [`tsne_pair`].
+pub fn tsne_embeddings(train: &Embeddings, test: &Embeddings, cfg: &TsneConfig) -> Result<Figure> {
+    let names = if train.class_names.len() >= test.class_names.len() { &train.class_names } else { &test.class_names };
+    tsne_pair((&train.features, labels_of(train, "train")?), (&test.features, labels_of(test, "test")?), names, cfg)
+}
+
+/// [`tsne_snapshots`] of fine-tuning snapshots (`eval::fine_tune_snapshots`), captioned with
+/// their epoch: the homework's task 5 in one call.
+///
+/// # Errors
+/// [`Error::Data`] for no snapshot or unlabelled embeddings; as [`tsne_snapshots`].
+pub fn tsne_fine_tuning(snapshots: &[Snapshot], cfg: &TsneConfig) -> Result<Figure> {
+    let first = snapshots.first().ok_or_else(|| {
+        Error::Data("tsne_fine_tuning: expected at least one snapshot (eval::fine_tune_snapshots), got none".into())
+    })?;
+    let labels = labels_of(&first.embeddings, "snapshot")?;
+    let panels: Vec<(String, Tensor)> = snapshots
+        .iter()
+        .map(|s| (format!("after {} epoch{}", s.epoch, if s.epoch == 1 { "" } else { "s" }), s.embeddings.features.shallow_clone()))
+        .collect();
+    tsne_snapshots(&panels, labels, &first.embeddings.class_names, cfg)
+}
+
+fn labels_of<'a>(e: &'a Embeddings, what: &str) -> Result<&'a Tensor> {
+    e.labels.as_ref().ok_or_else(|| {
+        Error::Data(format!("t-SNE of the {what} embeddings: they have no labels to colour by; embed a labelled split"))
+    })
 }
 
 /// A grid of t-SNE snapshots of the same points as their features change, e.g. during
