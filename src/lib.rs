@@ -24,6 +24,8 @@
 //!   pre-training, activation maps, linear probe vs scratch).
 //! - `notebooks/02_supervised_vs_byol.ipynb`: supervised vs BYOL vs random weights, inline
 //!   embedding explorers, logistic probes, BYOL without momentum.
+//! - `notebooks/03_stl10_homework.ipynb`: the STL-10 homework: supervised baseline, SimCLR,
+//!   BYOL with std(z), MoCo v2, t-SNE, linear probes, fine-tuning snapshots, OOD, optimum width.
 //! - `notebooks/04_barlow_twins_label_fractions.ipynb`: Barlow Twins and label fractions.
 //! - `notebooks/05_moco_code_reading.ipynb`: the reference MoCo code step by step, exact resume,
 //!   linear classification from a checkpoint.
