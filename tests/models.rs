@@ -121,3 +121,55 @@ fn forward_from_completes_forward_until() {
         assert!(net.forward_from(&h2, Stage::Stem, Stage::Fc, false).is_err());
     }
 }
+
+/// Channels-last (the engine's CUDA speed setting: NHWC strides for 4-D weights and inputs, as
+/// `model.to(memory_format=torch.channels_last)`) changes memory order only: on the CPU, the same
+/// network with its conv weights and input converted gives the same logits and the same
+/// gradients, and the gradients keep the weights' shapes.
+#[test]
+fn channels_last_changes_memory_order_not_results() {
+    use selfsup::train::amp::to_channels_last;
+    tch::manual_seed(0);
+    let (vs, net) = build(&ResNetConfig { depth: Depth::R18, num_classes: Some(10), ..Default::default() });
+    let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 3, 7, 9]);
+    let run = |x: &Tensor| -> (Tensor, Vec<(String, Tensor)>) {
+        for (_, mut v) in vs.variables() {
+            if v.requires_grad() {
+                let _ = v.zero_grad();
+            }
+        }
+        let logits = net.forward(x, true).unwrap();
+        logits.cross_entropy_for_logits(&y).backward();
+        let mut grads: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, v)| v.requires_grad()).map(|(k, v)| (k, v.grad().copy())).collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (logits.detach(), grads)
+    };
+    let (logits, grads) = run(&x);
+    // Convert every 4-D weight in place, as the engine does.
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let cl = to_channels_last(&v);
+                v.set_data(&cl);
+            }
+        }
+    });
+    let xc = to_channels_last(&x);
+    assert_eq!(xc.size(), x.size());
+    assert!(xc.stride()[1] == 1 && !xc.is_contiguous(), "NHWC strides: {:?}", xc.stride());
+    assert!(vs.variables()["conv1.weight"].stride()[1] == 1, "the conv weights are channels-last now");
+    let (logits_cl, grads_cl) = run(&xc);
+    let logit_diff = (&logits - &logits_cl).abs().max().double_value(&[]);
+    // Not bit-identical: NHWC convolutions are other kernels, summing in another order; the
+    // differences are float32 round-off (measured: 7e-5 on logits of magnitude 5).
+    let logit_scale = logits.abs().max().double_value(&[]);
+    assert!(logit_diff <= 1e-4 * logit_scale, "logits differ by {logit_diff:e} (max |logit| {logit_scale:e})");
+    for ((name, g), (_, g_cl)) in grads.iter().zip(&grads_cl) {
+        assert_eq!(g.size(), g_cl.size(), "{name}");
+        let scale = g.abs().max().double_value(&[]).max(1e-12);
+        let diff = (g - g_cl).abs().max().double_value(&[]);
+        assert!(diff <= 1e-3 * scale, "{name}: gradient differs by {diff:e} (max |g| {scale:e})");
+    }
+}
