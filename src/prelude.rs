@@ -9,7 +9,8 @@ pub use tch::{self, nn, nn::OptimizerConfig, Device, Kind, Tensor};
 pub use crate::check;
 pub use crate::losses;
 pub use crate::methods::{
-    BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod, StepOutput,
+    BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod, StepMetrics,
+    StepOutput,
 };
 pub use crate::models::{HeadConfig, Mlp};
 pub use crate::momentum;

@@ -44,12 +44,12 @@ fn step_once(
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(method.online(), 0.03)?;
     let out = method.training_step(v1, v2)?;
     let loss = out.loss.double_value(&[]);
-    let z = out.z.ok_or("the step returns z")?;
+    let z = out.z.as_ref().ok_or("the step returns z")?;
     assert_eq!(z.size()[0], v1.size()[0], "z has one row per image");
     assert!(!z.requires_grad(), "z is detached");
     opt.backward_step(&out.loss);
     method.after_step(0, 10)?;
-    Ok((loss, out.metrics))
+    Ok((loss, out.metrics_f64()?))
 }
 
 // ---------------------------------------------------------------- MoCo
@@ -131,10 +131,11 @@ fn moco_step_runs_with_finite_loss_and_metrics_and_the_key_encoder_gets_no_gradi
         assert!(!v.requires_grad() && !v.grad().defined(), "key encoder variable {name} got a gradient");
     }
     assert!(moco.online().trainable_variables().iter().any(|v| v.grad().defined()), "the query encoder gets gradients");
+    let metrics = out.metrics_f64()?;
     for name in ["pos_sim", "neg_sim", "acc1", "temperature", "momentum", "queue_fill"] {
-        assert!(metric(&out.metrics, name).is_finite(), "metric {name} missing or not finite");
+        assert!(metric(&metrics, name).is_finite(), "metric {name} missing or not finite");
     }
-    assert_eq!(metric(&out.metrics, "queue_fill"), 8.0 / 64.0);
+    assert_eq!(metric(&metrics, "queue_fill"), 8.0 / 64.0);
     assert_eq!(moco.queue_ptr(), 8);
     // The step's momentum update ran on identical encoders, so the key encoder's parameters are
     // unchanged (only its BN running statistics moved with its own forward pass).
@@ -319,6 +320,26 @@ fn every_method_takes_a_step_with_finite_loss_and_its_metrics() -> TestResult {
     let want = metric(&m, "on_diag") + 5e-3 * metric(&m, "off_diag");
     assert!((loss - want).abs() < 1e-3 * loss.max(1.0), "loss = on + λ·off");
     assert!(bt.state().is_empty());
+    Ok(())
+}
+
+/// A step reads nothing back (issue 4): config values stay host numbers, statistics stay
+/// detached one-element tensors until the engine reads a log window at once.
+#[test]
+fn metrics_stay_on_the_device_until_read() -> TestResult {
+    let (v1, v2) = views(8)?;
+    let mut simclr = SimClr::new(SimClrConfig::tiny(), Device::Cpu)?;
+    let out = simclr.training_step(&v1, &v2)?;
+    let host: Vec<&str> = out.metrics.host.iter().map(|(n, _)| n.as_str()).collect();
+    let device: Vec<&str> = out.metrics.device.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(host, ["temperature"]);
+    assert_eq!(device, ["pos_sim", "neg_sim"]);
+    assert!(out.metrics.device.iter().all(|(_, t)| t.numel() == 1 && !t.requires_grad()));
+    let read = out.metrics_f64()?;
+    assert_eq!(read.len(), 3);
+    for (name, t) in &out.metrics.device {
+        assert_eq!(metric(&read, name), t.double_value(&[]), "{name} read in one transfer");
+    }
     Ok(())
 }
 

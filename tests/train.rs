@@ -5,7 +5,7 @@ use selfsup::data::{
     synthetic::{self, SyntheticConfig},
     ImageSet, Split,
 };
-use selfsup::methods::{SslMethod, StepOutput};
+use selfsup::methods::{SslMethod, StepMetrics, StepOutput};
 use selfsup::models::{ResNet, ResNetConfig};
 use selfsup::tch::{nn, Device, Kind, Tensor};
 use selfsup::train::{
@@ -345,6 +345,9 @@ struct TinyMethod {
     target_head: nn::Linear,
     calls: usize,
     nan_at_call: Option<usize>,
+    /// Per call, read at once as the engine did before it read a log window at a time (one
+    /// sync per value): loss, std of the ℓ2-normalised z, and the device metric `z_mean`.
+    read_each_step: Vec<(f64, f64, f64)>,
 }
 
 impl TinyMethod {
@@ -356,7 +359,7 @@ impl TinyMethod {
         let mut target = nn::VarStore::new(Device::Cpu);
         let target_head = nn::linear(target.root().sub("head"), 512, 32, Default::default());
         target.freeze();
-        Ok(TinyMethod { online, backbone, head, target, target_head, calls: 0, nan_at_call: None })
+        Ok(TinyMethod { online, backbone, head, target, target_head, calls: 0, nan_at_call: None, read_each_step: vec![] })
     }
 }
 
@@ -370,11 +373,15 @@ impl SslMethod for TinyMethod {
         let h2 = self.backbone.features(v2, true)?; // [N, 512]
         let t2 = selfsup::tch::no_grad(|| h2.detach().apply(&self.target_head)); // [N, 32]
         let cos = |a: &Tensor, b: &Tensor| Tensor::cosine_similarity(a, b, 1, 1e-8).mean(Kind::Float);
-        let mut loss = -cos(&z1, &t2) - 0.5 * cos(&z1, &h2.apply(&self.head));
+        let mut loss: Tensor = -cos(&z1, &t2) - 0.5 * cos(&z1, &h2.apply(&self.head));
         if self.nan_at_call == Some(self.calls) {
             loss *= f64::NAN;
         }
-        Ok(StepOutput { loss, z: Some(z1.detach()), metrics: vec![("calls".into(), self.calls as f64)] })
+        let z_mean = z1.detach().mean(Kind::Float); // []
+        let z_std = train::std_of_l2_normalized(&z1.detach())?;
+        self.read_each_step.push((loss.double_value(&[]), z_std, z_mean.double_value(&[])));
+        let metrics = StepMetrics::new().with("calls", self.calls as f64).with_tensor("z_mean", &z_mean);
+        Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
     fn after_step(&mut self, _step: usize, _total: usize) -> Result<()> {
         selfsup::tch::no_grad(|| {
@@ -442,7 +449,8 @@ fn all_tensors(m: &TinyMethod) -> Vec<(String, Tensor)> {
 fn killed_and_resumed_run_is_bit_identical() -> Result<()> {
     let _serial = serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
-    let cfg = TrainConfig { checkpoint_every_steps: Some(4), ..tiny_config() };
+    // Log windows of 3 steps: flushes at 3, 4 (epoch end, checkpoint), 7, 8.
+    let cfg = TrainConfig { checkpoint_every_steps: Some(4), log_every: 3, ..tiny_config() };
     // One run of all 8 steps.
     let dir_a = fresh_dir("resume-a");
     let mut a = TinyMethod::new(1)?;
@@ -505,6 +513,89 @@ fn nan_loss_stops_naming_the_step() -> Result<()> {
     assert_eq!(m.calls, 3);
     assert!(before.iter().zip(all_tensors(&m)).any(|(b, (_, t))| !b.equal(&t)), "the first steps trained");
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Issue 4: losses are read once per log window, so a NaN in the middle of a window is found at
+/// the window's end; the run then stops naming the NaN step, writes no checkpoint after it, and
+/// keeps the records and checkpoint from before it.
+#[test]
+fn nan_in_the_middle_of_a_log_window_stops_at_that_step_and_no_checkpoint_follows_it() -> Result<()> {
+    let _serial = serial();
+    let (set, aug) = (tiny_set()?, tiny_augment());
+    // (checkpoint every, NaN at step, the window's last step + 1 (calls), last checkpoint):
+    // windows end at epoch ends (4 steps) and before checkpoints; log_every is larger.
+    for (every, nan_step, calls, last_ck) in [(4, 5, 8, 4), (3, 4, 6, 3)] {
+        let dir = fresh_dir(&format!("nan-window-{every}"));
+        let mut m = TinyMethod::new(0)?;
+        m.nan_at_call = Some(nan_step + 1);
+        let cfg = TrainConfig { log_every: 100, checkpoint_every_steps: Some(every), ..tiny_config() };
+        let msg = match train::pretrain(&mut m, &set, &aug, &cfg, &dir) {
+            Err(Error::Diverged(msg)) => msg,
+            other => panic!("expected Error::Diverged, got {other:?}"),
+        };
+        assert!(msg.contains(&format!("NaN at step {nan_step} ")), "{msg}");
+        assert!(msg.contains(&format!("is from step {last_ck}.")), "{msg}");
+        assert_eq!(m.calls, calls, "trained to the end of the window");
+        let ck = train::Checkpoint::load(&dir)?;
+        assert_eq!(ck.meta.step, last_ck, "no checkpoint after the NaN step");
+        assert_eq!(ck.meta.history.num_steps(), last_ck);
+        for (name, t) in ck.online.iter().chain(&ck.state) {
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{name} is not finite in the checkpoint");
+        }
+        // Every step before the NaN one is in the file, once; the NaN step and later are not.
+        let watched = History::load_jsonl(dir.join(checkpoint::HISTORY_FILE))?;
+        assert_eq!(watched.steps.iter().map(|s| s.step).collect::<Vec<_>>(), (0..nan_step).collect::<Vec<_>>());
+        assert_eq!(watched.epochs.len(), nan_step / 4);
+        for (s, read) in watched.steps.iter().zip(&m.read_each_step) {
+            assert_eq!(s.loss, read.0, "step {}", s.step); // serde_json's float_roundtrip: exact
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// Issue 4: the records written from log windows are the per-step reads of before: one per
+/// step, in order, the same loss, z-std and metrics, whatever `log_every` is.
+#[test]
+fn windowed_records_equal_the_per_step_reads() -> Result<()> {
+    let _serial = serial();
+    let (set, aug) = (tiny_set()?, tiny_augment());
+    let run = |log_every: usize, name: &str| -> Result<(TinyMethod, History, PathBuf)> {
+        let dir = fresh_dir(name);
+        let mut m = TinyMethod::new(4)?;
+        let cfg = TrainConfig { log_every, ..tiny_config().grad_clip(1.0) };
+        let h = train::pretrain(&mut m, &set, &aug, &cfg, &dir)?;
+        Ok((m, h, dir))
+    };
+    let (m, h, dir) = run(3, "window-3")?;
+    assert_eq!(h.steps.iter().map(|s| s.step).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+    assert_eq!(m.read_each_step.len(), 8);
+    for (s, &(loss, z_std, z_mean)) in h.steps.iter().zip(&m.read_each_step) {
+        assert!(loss.is_finite() && z_std.is_finite() && z_mean.is_finite());
+        assert_eq!(s.loss, loss, "step {}", s.step);
+        assert_eq!(s.z_std, Some(z_std), "step {}", s.step);
+        assert_eq!(s.metrics.get("z_mean"), Some(&z_mean), "step {}", s.step);
+        assert_eq!(s.metrics.get("calls"), Some(&((s.step + 1) as f64)));
+        assert!(s.metrics.get("grad_norm").is_some_and(|g| g.is_finite() && *g > 0.0));
+        assert!(s.images_per_sec.is_finite() && s.images_per_sec > 0.0);
+    }
+    // Windows [0, 1, 2], [3] (epoch end), [4, 5, 6], [7]: one throughput per window.
+    assert!(h.steps[0].images_per_sec == h.steps[2].images_per_sec);
+    assert!(h.steps[4].images_per_sec == h.steps[6].images_per_sec);
+    // The file holds exactly the returned history, one line per step and epoch.
+    assert_eq!(std::fs::read_to_string(dir.join(checkpoint::HISTORY_FILE))?, h.to_jsonl()?);
+    // Read every step: the same records but for the throughput.
+    let (_, h1, dir1) = run(1, "window-1")?;
+    let strip = |h: &History| {
+        let mut h = h.clone();
+        h.steps.iter_mut().for_each(|s| s.images_per_sec = 0.0);
+        h.epochs.iter_mut().for_each(|e| e.seconds = 0.0);
+        h
+    };
+    assert_eq!(strip(&h), strip(&h1));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir1);
     Ok(())
 }
 

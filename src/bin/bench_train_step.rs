@@ -12,11 +12,12 @@
 //!
 //! The step is the engine's (`train::pretrain`, src/train/engine.rs), composed here in the same
 //! order because the engine's step is private to its loop: schedule → seed → two views →
-//! channels-last → `training_step` (under autocast) → loss read and NaN check → `zero_grad` →
-//! backward (loss-scaled for fp16) → un-scale and finite check (fp16) → optimizer step →
-//! `after_step` → collapse monitor (std of ℓ2-normalised z). Left out: the loader (the images
-//! are on the device already), history, progress bar and checkpoints. Each timed step ends with a
-//! device synchronisation. `bench/run_train_step.sh` runs this next to the PyTorch reference
+//! channels-last → `training_step` (under autocast) → `zero_grad` → backward (loss-scaled for
+//! fp16) → un-scale and finite check (fp16) → optimizer step → `after_step` → the step's logged
+//! scalars (loss, std of ℓ2-normalised z, metrics) stacked on the device, not read. Left out:
+//! the loader (the images are on the device already), the engine's reads once per log window
+//! (here after the last step: NaN check), history, progress bar and checkpoints. Each timed step
+//! ends with a device synchronisation. `bench/run_train_step.sh` runs this next to the PyTorch reference
 //! (`bench/train_step_reference.py`) and prints both in one table.
 //!
 //! Methods, each with its paper's (ImageNet) preset on a ResNet-18 backbone and the engine's
@@ -33,7 +34,7 @@ use selfsup::methods::{BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, M
 use selfsup::models::{Depth, ResNetConfig};
 use selfsup::tch::{self, Device, Kind, Tensor};
 use selfsup::train::amp::{self, LossScaler, Precision};
-use selfsup::train::{backward_and_step, std_of_l2_normalized, Optimizer, TrainConfig};
+use selfsup::train::{backward_and_step, std_of_l2_normalized_tensor, Optimizer, TrainConfig};
 use selfsup::{Error, Result};
 use std::time::Instant;
 
@@ -196,7 +197,7 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
     }
     let total = a.warmup + a.steps;
     let (mut times, mut cpu) = (Vec::with_capacity(a.steps), Vec::with_capacity(a.steps));
-    let mut last_loss = f64::NAN;
+    let mut losses = Vec::with_capacity(total); // [] f64 each, on the device until the end
     sync(device);
     for step in 0..total {
         let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -213,23 +214,30 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
         } else {
             method.training_step(&v1, &v2)?
         };
-        let loss = out.loss.to_kind(Kind::Double).double_value(&[]);
-        if !loss.is_finite() {
-            return Err(Error::Diverged(format!("{name}: loss {loss} at step {step}")));
-        }
-        backward_and_step(&out.loss, &mut opt, scaler.as_mut(), None)?;
+        let mut metrics = out.metrics;
+        metrics.extend(backward_and_step(&out.loss, &mut opt, scaler.as_mut(), None)?);
         method.after_step(step, total)?;
+        // As the engine's `PendingStep`: the scalars it logs, stacked in one f64 row, not read.
+        let mut row = vec![out.loss.detach().to_kind(Kind::Double)];
         if let Some(z) = &out.z {
-            std_of_l2_normalized(z)?;
+            row.push(std_of_l2_normalized_tensor(z)?.to_kind(Kind::Double));
         }
+        row.extend(metrics.device.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape([] as [i64; 0])));
+        let row = Tensor::stack(&row, 0); // [1 + z? + K]
+        losses.push(row.get(0));
         // --- end of the step ---
         sync(device);
         if step >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
             cpu.push(cpu_seconds() - c0);
         }
-        last_loss = loss;
     }
+    // The engine's flush, once: all losses in one transfer, the first non-finite one stops.
+    let losses = Vec::<f64>::try_from(Tensor::stack(&losses, 0).to_device(Device::Cpu))?;
+    if let Some(step) = losses.iter().position(|l| !l.is_finite()) {
+        return Err(Error::Diverged(format!("{name}: loss {} at step {step}", losses[step])));
+    }
+    let last_loss = losses.last().copied().unwrap_or(f64::NAN);
     let median = quantile(&times, 0.5);
     Ok(Row {
         method: name.to_string(),

@@ -175,7 +175,7 @@ impl SslMethod for BarlowTwins {
         let lambda = self.config.off_diagonal_weight;
         let stats = Tensor::stack(&[on_diag.detach().to_kind(Kind::Float), off_diag.detach().to_kind(Kind::Float)], 0); // [2]
         let loss = on_diag + lambda * off_diag; // []
-        let metrics = with_stats(vec![("lambda".to_string(), lambda)], &["on_diag", "off_diag"], &stats)?;
+        let metrics = with_stats(vec![("lambda".to_string(), lambda)], &["on_diag", "off_diag"], &stats);
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

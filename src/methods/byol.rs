@@ -299,7 +299,7 @@ impl SslMethod for Byol {
         })?;
         let loss = loss_12 + loss_21; // []
         let tau = if self.target.is_some() { self.tau } else { 0.0 };
-        let metrics = with_stats(vec![("tau".to_string(), tau)], &["loss_12", "loss_21", "cos_p_z"], &stats)?;
+        let metrics = with_stats(vec![("tau".to_string(), tau)], &["loss_12", "loss_21", "cos_p_z"], &stats);
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

@@ -482,7 +482,7 @@ impl SslMethod for Moco {
             ("momentum".to_string(), self.config.momentum),
             ("queue_fill".to_string(), self.queue_fill()),
         ];
-        let metrics = with_stats(fixed, &["pos_sim", "neg_sim", "acc1"], &stats)?;
+        let metrics = with_stats(fixed, &["pos_sim", "neg_sim", "acc1"], &stats);
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

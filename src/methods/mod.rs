@@ -6,6 +6,7 @@
 //!
 //! The training engine calls, per batch of two augmented views:
 //! 1. [`SslMethod::training_step`] (inside autocast when mixed precision is on) → loss + metrics,
+//!    left on the device (the engine reads them once per log window),
 //! 2. backward and the optimizer step on [`SslMethod::online`]'s trainable variables,
 //! 3. [`SslMethod::after_step`] with the progress, for momentum (EMA) updates and schedules.
 use crate::error::Result;
@@ -13,6 +14,11 @@ use crate::models::ResNet;
 use tch::{nn, Tensor};
 
 /// What one training step returns.
+///
+/// Nothing in it has been read back to the host: on a GPU, reading a value waits for every
+/// kernel queued before it, so the engine keeps the loss and the metrics on the device and reads
+/// a whole log window of steps at once (see [`crate::train`]). In a notebook,
+/// [`StepOutput::metrics_f64`] and `out.loss.double_value(&[])` read them.
 #[derive(Debug)]
 pub struct StepOutput {
     /// The scalar loss, still attached to the graph (the engine calls backward on it).
@@ -20,8 +26,104 @@ pub struct StepOutput {
     /// Detached, un-normalised projections `z` of the first view `[N, D]`, for the collapse
     /// monitor (std of ℓ2-normalised z ≈ 1/√D when healthy, → 0 when collapsed).
     pub z: Option<Tensor>,
-    /// Other numbers worth logging, by name (e.g. "logits_pos_mean", "tau").
-    pub metrics: Vec<(String, f64)>,
+    /// Other numbers worth logging, by name (e.g. "pos_sim", "tau").
+    pub metrics: StepMetrics,
+}
+
+impl StepOutput {
+    /// The metrics as numbers, host values first, in one transfer from the device.
+    /// Syncs with the device; for notebooks and tests (the engine reads many steps at once).
+    ///
+    /// # Errors
+    /// As [`StepMetrics::to_f64`].
+    pub fn metrics_f64(&self) -> Result<Vec<(String, f64)>> {
+        self.metrics.to_f64()
+    }
+}
+
+/// The numbers a training step logs, by name, each kept where it was computed so that taking
+/// a step never waits for the device: numbers the host knows already (config values such as
+/// τ, counters) as `f64`, and statistics computed on the device as detached one-element
+/// tensors, which the engine reads for a whole log window in one transfer.
+#[derive(Debug, Default)]
+pub struct StepMetrics {
+    /// Known on the host (e.g. "temperature", "tau", "queue_fill", "loss_scale").
+    pub host: Vec<(String, f64)>,
+    /// Detached one-element tensors on the device (e.g. "pos_sim", "acc1", "grad_norm").
+    pub device: Vec<(String, Tensor)>,
+}
+
+impl StepMetrics {
+    /// No metrics.
+    pub fn new() -> Self {
+        StepMetrics::default()
+    }
+
+    /// These metrics and a number known on the host.
+    pub fn with(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.host.push((name.into(), value));
+        self
+    }
+
+    /// These metrics and a one-element tensor (detached here), read later.
+    pub fn with_tensor(mut self, name: impl Into<String>, value: &Tensor) -> Self {
+        self.device.push((name.into(), value.detach()));
+        self
+    }
+
+    /// Adds `other`'s metrics after these.
+    pub fn extend(&mut self, other: StepMetrics) {
+        self.host.extend(other.host);
+        self.device.extend(other.device);
+    }
+
+    /// The number of metrics.
+    pub fn len(&self) -> usize {
+        self.host.len() + self.device.len()
+    }
+
+    /// Whether there is no metric.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The device values as 0-dim f64 tensors on `device`, in order, ready to be stacked with
+    /// other scalars into one transfer.
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] when a value has more than one element.
+    pub(crate) fn device_scalars(&self, device: tch::Device) -> Result<Vec<Tensor>> {
+        self.device.iter().map(|(name, t)| scalar_f64(&format!("metric '{name}'"), t, device)).collect()
+    }
+
+    /// All metrics as numbers, host values first, the device values read in one transfer.
+    /// Syncs with the device; for notebooks and tests.
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] when a device value has more than one element.
+    pub fn to_f64(&self) -> Result<Vec<(String, f64)>> {
+        let mut out = self.host.clone();
+        if let Some((_, first)) = self.device.first() {
+            let values = tch::no_grad(|| -> Result<Vec<f64>> {
+                let row = Tensor::f_stack(&self.device_scalars(first.device())?, 0)?; // [K] f64
+                Ok(Vec::<f64>::try_from(row.to_device(tch::Device::Cpu))?)
+            })?;
+            out.extend(self.device.iter().map(|(n, _)| n.clone()).zip(values));
+        }
+        Ok(out)
+    }
+}
+
+/// A one-element tensor as a detached 0-dim f64 tensor on `device` (exact: f64 holds every
+/// f32/f16/bf16 value), to be stacked with other scalars and read in one transfer.
+///
+/// # Errors
+/// [`crate::Error::Shape`] naming `what` unless `t` has one element.
+pub(crate) fn scalar_f64(what: &str, t: &Tensor, device: tch::Device) -> Result<Tensor> {
+    if t.numel() != 1 {
+        return Err(crate::Error::shape(what.to_string(), "one element", &t.size()));
+    }
+    Ok(t.detach().to_device(device).to_kind(tch::Kind::Double).reshape([] as [i64; 0]))
 }
 
 /// A self-supervised pre-training method (SimCLR, MoCo, BYOL, Barlow Twins, ...).
@@ -136,12 +238,13 @@ pub(crate) fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(
     })
 }
 
-/// The numbers a step logs: `fixed` ones (config values) followed by `names[i] = stats[i]` read
-/// from one small tensor, so each step copies its statistics to the host once.
-pub(crate) fn with_stats(mut fixed: Vec<(String, f64)>, names: &[&str], stats: &Tensor) -> Result<Vec<(String, f64)>> {
-    let values = Vec::<f64>::try_from(stats.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
-    fixed.extend(names.iter().map(|n| n.to_string()).zip(values));
-    Ok(fixed)
+/// The numbers a step logs: `fixed` ones (config values, known on the host) followed by
+/// `names[i] = stats[i]` of one small detached tensor `[len(names)]`, left on the device so the
+/// step does not wait for it (the engine reads it with the rest of its log window).
+pub(crate) fn with_stats(fixed: Vec<(String, f64)>, names: &[&str], stats: &Tensor) -> StepMetrics {
+    let stats = stats.detach();
+    let device = names.iter().enumerate().map(|(i, n)| (n.to_string(), stats.get(i as i64))).collect();
+    StepMetrics { host: fixed, device }
 }
 
 /// A backbone under `root / backbone_path` and an MLP head under `root / head_path...`, the

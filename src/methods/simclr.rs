@@ -168,7 +168,7 @@ impl SslMethod for SimClr {
             Ok(Tensor::stack(&[pos, neg], 0)) // [2]
         })?;
         let metrics =
-            with_stats(vec![("temperature".to_string(), self.config.temperature)], &["pos_sim", "neg_sim"], &stats)?;
+            with_stats(vec![("temperature".to_string(), self.config.temperature)], &["pos_sim", "neg_sim"], &stats);
         Ok(StepOutput { loss, z: Some(z1.detach()), metrics })
     }
 

@@ -4,7 +4,7 @@
 //! each channel. … if z has a zero-mean isotropic Gaussian distribution, … the standard
 //! deviation of z/‖z‖ is 1/√d" (SimSiam, Chen & He 2021, <https://arxiv.org/abs/2011.10566>,
 //! Section 4.1); lightly's `std_of_l2_normalized` computes it. The trainer logs it every step
-//! and prints a warning when it falls below a fraction of 1/√d (S2.T2).
+//! (read once per log window) and prints a warning when it falls below a fraction of 1/√d (S2.T2).
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
@@ -27,16 +27,28 @@ use tch::{Kind, Tensor};
 /// # Ok::<(), selfsup::Error>(())
 /// ```
 pub fn std_of_l2_normalized(z: &Tensor) -> Result<f64> {
+    Ok(std_of_l2_normalized_tensor(z)?.double_value(&[]))
+}
+
+/// [`std_of_l2_normalized`] as a 0-dim f32 tensor on `z`'s device, not read back: the training
+/// engine computes it every step and reads it with the rest of its log window, so the step does
+/// not wait for the device.
+///
+/// # Shapes
+/// `z`: `[N, D]` with N ≥ 2 → `[]`.
+///
+/// # Errors
+/// [`Error::Shape`] unless `z` is `[N, D]` with at least two rows.
+pub fn std_of_l2_normalized_tensor(z: &Tensor) -> Result<Tensor> {
     let s = z.size();
     if s.len() != 2 || s[0] < 2 || s[1] < 1 {
         return Err(Error::shape("std_of_l2_normalized z", "[N, D] with N >= 2", &s));
     }
     Ok(tch::no_grad(|| {
-        let z = z.to_kind(Kind::Float); // [N, D]
+        let z = z.detach().to_kind(Kind::Float); // [N, D]
         let norm = z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12); // [N, 1]
         let z = z / norm; // [N, D], unit rows (F.normalize)
-        z.std_dim([0i64].as_slice(), true, false).mean(Kind::Float).double_value(&[])
-        // std over N, mean over D
+        z.std_dim([0i64].as_slice(), true, false).mean(Kind::Float) // [], std over N, mean over D
     }))
 }
 

@@ -1,9 +1,20 @@
 //! The training loop shared by [`super::pretrain`] and [`super::train_supervised`]: resume,
 //! schedule, autocast, backward, loss scaling, clipping, optimizer step, history, progress,
 //! checkpoints, budgets.
+//!
+//! **No step waits for the device.** Reading a number back from a GPU waits for every kernel
+//! queued before it, which idles the GPU while the host reads and then idles the host's kernel
+//! launches; done every step, it costs throughput. So a step leaves its loss, z-std and
+//! metrics on the device, stacked in one small f64 tensor ([`PendingStep`]), and a *flush*
+//! reads the whole window in one transfer — every `log_every` steps, at the end of an epoch,
+//! before a checkpoint is written and when the run stops — then checks the losses (the first
+//! non-finite one stops the run, naming its step), runs the collapse monitor and writes the
+//! step records. Because every checkpoint comes after a flush, none holds weights from after a
+//! non-finite loss. The one per-step read left is fp16 loss scaling's finite check (see
+//! [`backward_and_step`]).
 use super::amp::{self, LossScaler, Precision};
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
-use super::collapse::{std_of_l2_normalized, CollapseMonitor};
+use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
 use super::knn::knn_accuracy;
 use super::optim::Optimizer;
@@ -12,7 +23,7 @@ use super::{KnnMonitor, TrainConfig};
 use crate::augment::{self, Augment, AugmentRng, MultiView};
 use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
 use crate::error::{config_err, Error, Result};
-use crate::methods::{SslMethod, StepOutput};
+use crate::methods::{scalar_f64, SslMethod, StepMetrics, StepOutput};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -153,7 +164,7 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
         let loss = logits.cross_entropy_for_logits(labels); // []
         let accuracy =
             tch::no_grad(|| logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Float).mean(Kind::Float));
-        Ok(StepOutput { loss, z: None, metrics: vec![("accuracy".into(), accuracy.double_value(&[]))] })
+        Ok(StepOutput { loss, z: None, metrics: StepMetrics::new().with_tensor("accuracy", &accuracy) })
     }
     fn after_step(&mut self, _step: usize, _total: usize) -> Result<()> {
         Ok(())
@@ -190,46 +201,51 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
     }
 }
 
-/// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
 /// Backward pass and optimizer step, as every training step of the engine takes them: zero the
 /// gradients, backward (of the scaled loss with an fp16 [`LossScaler`], then unscale and skip the
 /// step when a gradient is not finite), clip the gradient norm when asked, step. Returns what is
-/// worth logging: `loss_scale`, `grad_norm`, `skipped_step`. The benchmark calls it too, so it
-/// times exactly this code.
+/// worth logging: `loss_scale`, `skipped_step` (known on the host) and `grad_norm` (left on the
+/// device). The benchmark calls it too, so it times exactly this code.
+///
+/// Nothing is read back from the device, except with an fp16 [`LossScaler`]: whether the
+/// gradients are finite decides on the host whether the optimizer steps and how the scale
+/// changes, so that check waits for the backward pass (one sync per step, as PyTorch's
+/// `GradScaler.step`, which reads its `found_inf`). bf16 and f32 need no loss scaling.
 ///
 /// # Errors
-/// Those of [`Optimizer::clip_grad_norm`] and [`Optimizer::step`].
+/// Those of [`Optimizer::clip_grad_norm_tensor`] and [`Optimizer::step`].
 pub fn backward_and_step(
     loss: &Tensor,
     opt: &mut Optimizer,
     scaler: Option<&mut LossScaler>,
     grad_clip: Option<f64>,
-) -> Result<Vec<(String, f64)>> {
-    let mut metrics = Vec::new();
+) -> Result<StepMetrics> {
+    let mut metrics = StepMetrics::new();
     opt.zero_grad();
     let mut apply = true;
     match scaler {
         Some(s) => {
             (loss * s.scale).backward();
             opt.scale_grads(1.0 / s.scale);
-            let finite = opt.grads_finite();
+            let finite = opt.grads_finite(); // the unavoidable sync, see above
             s.update(finite);
             apply = finite;
-            metrics.push(("loss_scale".to_string(), s.scale));
+            metrics = metrics.with("loss_scale", s.scale);
         }
         None => loss.backward(),
     }
     if apply {
         if let Some(max) = grad_clip {
-            metrics.push(("grad_norm".to_string(), opt.clip_grad_norm(max)?));
+            metrics = metrics.with_tensor("grad_norm", &opt.clip_grad_norm_tensor(max)?);
         }
         opt.step()?;
     } else {
-        metrics.push(("skipped_step".to_string(), 1.0));
+        metrics = metrics.with("skipped_step", 1.0);
     }
     Ok(metrics)
 }
 
+/// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
 fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
     let mut z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -254,8 +270,10 @@ fn diverged(loss: f64, step: usize, epoch: usize, lr: f64, last_checkpoint: Opti
         None => "No checkpoint was written.".into(),
     };
     Error::Diverged(format!(
-        "the loss is {what} at step {step} (epoch {epoch}, lr {lr:.3e}); this step did not change the \
-         weights. Likely causes: a learning rate too high (try 10x lower, or a warm-up: LrSchedule::cosine(warmup_steps)); \
+        "the loss is {what} at step {step} (epoch {epoch}, lr {lr:.3e}). Losses are read once per log window \
+         (log_every steps), so training went on to the end of this step's window and the weights in memory are not \
+         usable; no checkpoint holds weights from this step or later. Likely causes: a learning rate too high (try \
+         10x lower, or a warm-up: LrSchedule::cosine(warmup_steps)); \
          fp16 overflow (use Precision::Bf16 or Precision::Off); images not normalised (the augmentation should end with \
          Normalize); a temperature too small. {ck} Fix the config, then run again with resume(false) or another out_dir."
     ))
@@ -367,149 +385,285 @@ pub(crate) fn run<T: Trainee + ?Sized>(
         ));
     }
     crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-    let mut writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &history)?;
-    progress = Progress::new(cfg.progress, cfg.log_every, start);
-    let mut collapse = CollapseMonitor::new(cfg.collapse_warn_fraction);
+    let writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &history)?;
+    let progress = Progress::new(cfg.progress, cfg.log_every, start);
+    let mut log = StepLog {
+        pending: Vec::new(),
+        window_started: Instant::now(),
+        history,
+        writer,
+        collapse: CollapseMonitor::new(cfg.collapse_warn_fraction),
+        progress,
+    };
+    let plan = RunPlan { epochs: cfg.epochs, steps_per_epoch: spe, stop_at, out_dir };
     let session = Instant::now();
     let mut last_save = Instant::now();
     let mut step = start;
     let mut budget_hit = false;
 
-    while step < stop_at {
-        let epoch = step / spe;
-        let skip = step - epoch * spe;
-        let epoch_started = Instant::now();
-        let carried = if skip > 0 { carried_secs } else { 0.0 };
-        let mut batches = loader.epoch(epoch as u64)?;
-        for _ in 0..skip {
-            // The batches already trained on in an earlier session: same order, not used.
-            batches.next().transpose()?;
-        }
-        let mut tick = Instant::now();
-        for batch in batches {
-            let batch = batch?;
-            let lr = cfg.schedule.lr(cfg.lr, step, total, spe);
-            opt.set_lr(lr);
-            tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
-            let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
-            let out = t.forward(&batch, &mut rng, channels_last, autocast)?;
-            let ls = out.loss.size();
-            if !(ls.is_empty() || ls == [1]) {
-                return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
+    let outcome = (|| -> Result<()> {
+        while step < stop_at {
+            let epoch = step / spe;
+            let skip = step - epoch * spe;
+            let epoch_started = Instant::now();
+            let carried = if skip > 0 { carried_secs } else { 0.0 };
+            let mut batches = loader.epoch(epoch as u64)?;
+            for _ in 0..skip {
+                // The batches already trained on in an earlier session: same order, not used.
+                batches.next().transpose()?;
             }
-            let loss = out.loss.to_kind(Kind::Double).double_value(&[]);
-            if !loss.is_finite() {
-                writer.flush()?;
-                return Err(diverged(loss, step, epoch, lr, last_checkpoint, out_dir));
-            }
-            let mut metrics: BTreeMap<String, f64> = out.metrics.into_iter().collect();
-            metrics.extend(backward_and_step(&out.loss, &mut opt, scaler.as_mut(), cfg.grad_clip)?);
-            t.after_step(step, total)?;
-            let z_std = match &out.z {
-                Some(z) if z.dim() == 2 && z.size()[0] >= 2 => {
-                    let s = std_of_l2_normalized(z)?;
-                    if let Some(w) = collapse.check(s, z.size()[1], step, epoch) {
-                        progress.warn(&w);
-                    }
-                    Some(s).filter(|s| s.is_finite())
+            log.restart_clock();
+            for batch in batches {
+                let batch = batch?;
+                let lr = cfg.schedule.lr(cfg.lr, step, total, spe);
+                opt.set_lr(lr);
+                tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
+                let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
+                let StepOutput { loss, z, mut metrics } = t.forward(&batch, &mut rng, channels_last, autocast)?;
+                let ls = loss.size();
+                if !(ls.is_empty() || ls == [1]) {
+                    return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
                 }
-                _ => None,
-            };
-            let now = Instant::now();
-            let images_per_sec = batch.len() as f64 / now.duration_since(tick).as_secs_f64().max(1e-9);
-            tick = now;
-            let record = StepRecord { step, epoch, loss, lr, z_std, images_per_sec, metrics };
-            writer.append(&Record::Step(record.clone()))?;
-            history.steps.push(record);
-            step += 1;
-            let in_epoch = step - epoch * spe;
-            let epoch_done = in_epoch == spe;
-            let line = Line {
-                epoch,
-                epochs: cfg.epochs,
-                step_in_epoch: in_epoch - 1,
-                steps_per_epoch: spe,
-                step: step - 1,
-                stop_at,
-                loss,
-                lr,
-                images_per_sec,
-            };
-            progress.step(&line, epoch_done || step == stop_at);
-            if epoch_done {
-                let steps: Vec<StepRecord> = history.steps.iter().filter(|s| s.epoch == epoch).cloned().collect();
-                let mean_loss = steps.iter().map(|s| s.loss).sum::<f64>() / steps.len().max(1) as f64;
-                let seconds = carried + epoch_started.elapsed().as_secs_f64();
-                let mut rec = EpochRecord {
-                    epoch,
-                    mean_loss,
-                    knn_accuracy: None,
-                    train_accuracy: None,
-                    test_loss: None,
-                    test_accuracy: None,
-                    seconds,
-                };
-                t.end_epoch(epoch, step >= total, &steps, &mut rec)?;
-                let mut summary = format!("epoch {}/{} done: loss {mean_loss:.4}", epoch + 1, cfg.epochs);
-                for (name, v) in
-                    [("knn", rec.knn_accuracy), ("train acc", rec.train_accuracy), ("test acc", rec.test_accuracy)]
-                {
-                    if let Some(v) = v {
-                        summary.push_str(&format!(" | {name} {:.1}%", 100.0 * v));
-                    }
+                metrics.extend(backward_and_step(&loss, &mut opt, scaler.as_mut(), cfg.grad_clip)?);
+                t.after_step(step, total)?;
+                log.pending.push(PendingStep::new(step, epoch, lr, batch.len(), &loss, z.as_ref(), metrics, device)?);
+                step += 1;
+                let epoch_done = step - epoch * spe == spe;
+                if log.pending.len() >= cfg.log_every || epoch_done {
+                    log.flush(&plan, last_checkpoint)?;
                 }
-                if let Some(l) = rec.test_loss {
-                    summary.push_str(&format!(" | test loss {l:.4}"));
+                if epoch_done {
+                    end_epoch(t, &mut log, cfg, epoch, step >= total, carried + epoch_started.elapsed().as_secs_f64())?;
                 }
-                summary.push_str(&format!(" | {}", duration(rec.seconds)));
-                writer.append(&Record::Epoch(rec.clone()))?;
-                history.epochs.push(rec);
-                progress.message(&summary);
-                tick = Instant::now();
+                budget_hit = cfg.time_budget_secs.is_some_and(|b| session.elapsed().as_secs_f64() >= b);
+                let stop = step >= stop_at || budget_hit;
+                let periodic = cfg.checkpoint_every_steps.is_some_and(|n| step % n == 0)
+                    || cfg.checkpoint_every_secs.is_some_and(|s| last_save.elapsed().as_secs_f64() >= s);
+                if stop || periodic {
+                    // Read (and check) every step before saving weights that went through them.
+                    log.flush(&plan, last_checkpoint)?;
+                    let epoch_seconds = if epoch_done { 0.0 } else { carried + epoch_started.elapsed().as_secs_f64() };
+                    let meta = CheckpointMeta {
+                        format: checkpoint::FORMAT_VERSION,
+                        kind: t.kind().into(),
+                        method: t.name(),
+                        step,
+                        total_steps: total,
+                        steps_per_epoch: spe,
+                        finished: step >= total,
+                        epoch_seconds,
+                        loss_scaler: scaler.clone(),
+                        config: cfg.clone(),
+                        history: log.history.clone(),
+                    };
+                    let ck = Checkpoint { meta, online: sorted_vars(t.vars()), state: t.state(), optimizer: opt.state() };
+                    ck.save(out_dir)?;
+                    log.writer.flush()?;
+                    last_save = Instant::now();
+                    last_checkpoint = Some(step);
+                    log.restart_clock();
+                }
+                if stop {
+                    break;
+                }
             }
-            budget_hit = cfg.time_budget_secs.is_some_and(|b| session.elapsed().as_secs_f64() >= b);
-            let stop = step >= stop_at || budget_hit;
-            let periodic = cfg.checkpoint_every_steps.is_some_and(|n| step % n == 0)
-                || cfg.checkpoint_every_secs.is_some_and(|s| last_save.elapsed().as_secs_f64() >= s);
-            if stop || periodic {
-                let epoch_seconds = if epoch_done { 0.0 } else { carried + epoch_started.elapsed().as_secs_f64() };
-                let meta = CheckpointMeta {
-                    format: checkpoint::FORMAT_VERSION,
-                    kind: t.kind().into(),
-                    method: t.name(),
-                    step,
-                    total_steps: total,
-                    steps_per_epoch: spe,
-                    finished: step >= total,
-                    epoch_seconds,
-                    loss_scaler: scaler.clone(),
-                    config: cfg.clone(),
-                    history: history.clone(),
-                };
-                let ck = Checkpoint { meta, online: sorted_vars(t.vars()), state: t.state(), optimizer: opt.state() };
-                ck.save(out_dir)?;
-                writer.flush()?;
-                last_save = Instant::now();
-                last_checkpoint = Some(step);
-                tick = Instant::now();
-            }
-            if stop {
+            if budget_hit {
                 break;
             }
         }
-        if budget_hit {
-            break;
-        }
+        log.flush(&plan, last_checkpoint)
+    })();
+    if let Err(e) = outcome {
+        // Steps trained before the error may still wait on the device: log them, so that their
+        // records are not lost; a non-finite loss among them is the cause to report.
+        return Err(match log.flush(&plan, last_checkpoint) {
+            Err(d @ Error::Diverged(_)) => d,
+            _ => e,
+        });
     }
-    writer.flush()?;
+    log.writer.flush()?;
     if step >= total {
-        progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
+        log.progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
     } else {
         let why = if budget_hit { "time budget reached" } else { "max_steps reached" };
-        progress.message(&format!(
+        log.progress.message(&format!(
             "{why}: stopped at step {step} of {total} with a checkpoint in {}; run the same call again to continue",
             out_dir.display()
         ));
     }
-    Ok(history)
+    Ok(log.history)
+}
+
+/// The epoch record of `epoch` (all its steps flushed already): mean loss, the trainee's
+/// evaluations, `seconds`; written, kept and summarised on its own line.
+fn end_epoch<T: Trainee + ?Sized>(
+    t: &mut T,
+    log: &mut StepLog,
+    cfg: &TrainConfig,
+    epoch: usize,
+    last: bool,
+    seconds: f64,
+) -> Result<()> {
+    let steps: Vec<StepRecord> = log.history.steps.iter().filter(|s| s.epoch == epoch).cloned().collect();
+    let mean_loss = steps.iter().map(|s| s.loss).sum::<f64>() / steps.len().max(1) as f64;
+    let mut rec = EpochRecord {
+        epoch,
+        mean_loss,
+        knn_accuracy: None,
+        train_accuracy: None,
+        test_loss: None,
+        test_accuracy: None,
+        seconds,
+    };
+    t.end_epoch(epoch, last, &steps, &mut rec)?;
+    let mut summary = format!("epoch {}/{} done: loss {mean_loss:.4}", epoch + 1, cfg.epochs);
+    for (name, v) in [("knn", rec.knn_accuracy), ("train acc", rec.train_accuracy), ("test acc", rec.test_accuracy)] {
+        if let Some(v) = v {
+            summary.push_str(&format!(" | {name} {:.1}%", 100.0 * v));
+        }
+    }
+    if let Some(l) = rec.test_loss {
+        summary.push_str(&format!(" | test loss {l:.4}"));
+    }
+    summary.push_str(&format!(" | {}", duration(rec.seconds)));
+    log.writer.append(&Record::Epoch(rec.clone()))?;
+    log.history.epochs.push(rec);
+    log.progress.message(&summary);
+    log.restart_clock();
+    Ok(())
+}
+
+/// What a flush needs to know of the run: where the bar stands, where a divergence leaves the
+/// user.
+struct RunPlan<'a> {
+    epochs: usize,
+    steps_per_epoch: usize,
+    stop_at: usize,
+    out_dir: &'a Path,
+}
+
+/// A step trained but not read yet: its numbers wait on the device in `row` until a flush.
+struct PendingStep {
+    step: usize,
+    epoch: usize,
+    lr: f64,
+    images: usize,
+    /// D of z when `row[1]` is the std of the ℓ2-normalised z (the collapse monitor's 1/√D).
+    z_dim: Option<i64>,
+    /// Metrics known on the host.
+    host: Vec<(String, f64)>,
+    /// Names of the device metrics, the last entries of `row`.
+    device_names: Vec<String>,
+    /// `[loss, z_std (when z_dim), device metrics…]`: f64 (exact for every f32/bf16/f16 value),
+    /// detached, on the training device.
+    row: Tensor,
+}
+
+impl PendingStep {
+    /// Stacks the step's scalars into one row on `device`; queues a few small kernels, reads
+    /// nothing back. z-std is measured when `z` is `[N, D]` with N ≥ 2.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        step: usize,
+        epoch: usize,
+        lr: f64,
+        images: usize,
+        loss: &Tensor,
+        z: Option<&Tensor>,
+        metrics: StepMetrics,
+        device: Device,
+    ) -> Result<Self> {
+        let mut values = vec![scalar_f64("the loss", loss, device)?];
+        let z_dim = match z {
+            Some(z) if z.dim() == 2 && z.size()[0] >= 2 => {
+                values.push(scalar_f64("z_std", &std_of_l2_normalized_tensor(z)?, device)?);
+                Some(z.size()[1])
+            }
+            _ => None,
+        };
+        values.extend(metrics.device_scalars(device)?);
+        let row = tch::no_grad(|| Tensor::f_stack(&values, 0))?; // [1 + z? + K]
+        let device_names = metrics.device.into_iter().map(|(name, _)| name).collect();
+        Ok(PendingStep { step, epoch, lr, images, z_dim, host: metrics.host, device_names, row })
+    }
+}
+
+/// The steps since the last flush, and what reading them feeds: the history, its JSON-lines
+/// file, the collapse monitor and the progress bar.
+struct StepLog {
+    pending: Vec<PendingStep>,
+    /// When the current window's training began (restarted after evaluations and checkpoints,
+    /// which are not training time).
+    window_started: Instant,
+    history: History,
+    writer: JsonlWriter,
+    collapse: CollapseMonitor,
+    progress: Progress,
+}
+
+impl StepLog {
+    fn restart_clock(&mut self) {
+        self.window_started = Instant::now();
+    }
+
+    /// Reads the pending steps in one transfer and logs them in order; the first non-finite
+    /// loss stops there with [`Error::Diverged`] naming its step (the steps before it are
+    /// written, it and the later ones are not).
+    ///
+    /// Throughput: the host only queues a step's kernels, so its wall time is the launch time,
+    /// not the device's; the transfer waits for the window's last kernel, so the window's images
+    /// over the window's time (up to after the transfer) is the honest figure, and every step of
+    /// the window records it as its `images_per_sec` (with `log_every` 1 it is the step's own).
+    fn flush(&mut self, plan: &RunPlan<'_>, last_checkpoint: Option<usize>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let rows: Vec<&Tensor> = pending.iter().map(|p| &p.row).collect();
+        let values = Vec::<f64>::try_from(tch::no_grad(|| Tensor::f_cat(&rows, 0))?.to_device(Device::Cpu))?;
+        let seconds = self.window_started.elapsed().as_secs_f64();
+        self.restart_clock();
+        let images: usize = pending.iter().map(|p| p.images).sum();
+        let images_per_sec = images as f64 / seconds.max(1e-9);
+        let mut offset = 0;
+        for p in pending {
+            let n = p.row.numel();
+            let v = &values[offset..offset + n];
+            offset += n;
+            let loss = v[0];
+            if !loss.is_finite() {
+                self.writer.flush()?;
+                return Err(diverged(loss, p.step, p.epoch, p.lr, last_checkpoint, plan.out_dir));
+            }
+            let (z_std, device_values) = match p.z_dim {
+                Some(d) => {
+                    if let Some(w) = self.collapse.check(v[1], d, p.step, p.epoch) {
+                        self.progress.warn(&w);
+                    }
+                    (Some(v[1]).filter(|s| s.is_finite()), &v[2..])
+                }
+                None => (None, &v[1..]),
+            };
+            let mut metrics: BTreeMap<String, f64> = p.host.into_iter().collect();
+            metrics.extend(p.device_names.into_iter().zip(device_values.iter().copied()));
+            let record = StepRecord { step: p.step, epoch: p.epoch, loss, lr: p.lr, z_std, images_per_sec, metrics };
+            self.writer.append(&Record::Step(record.clone()))?;
+            self.history.steps.push(record);
+            let in_epoch = p.step - p.epoch * plan.steps_per_epoch;
+            let line = Line {
+                epoch: p.epoch,
+                epochs: plan.epochs,
+                step_in_epoch: in_epoch,
+                steps_per_epoch: plan.steps_per_epoch,
+                step: p.step,
+                stop_at: plan.stop_at,
+                loss,
+                lr: p.lr,
+                images_per_sec,
+            };
+            self.progress.step(&line, in_epoch + 1 == plan.steps_per_epoch || p.step + 1 == plan.stop_at);
+        }
+        // A notebook may be watching the file (History::load_jsonl): one write per window.
+        self.writer.flush()
+    }
 }

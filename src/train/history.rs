@@ -25,7 +25,9 @@ pub struct StepRecord {
     /// (collapse monitor; ≈ 1/√d when healthy, → 0 when collapsed). `None` if not reported.
     #[serde(default)]
     pub z_std: Option<f64>,
-    /// Training throughput of the step (images per second, augmentation included).
+    /// Training throughput (images per second, augmentation included), averaged over the step's
+    /// log window: the host does not wait for each step's kernels, so a step's own wall time is
+    /// only its launch time; the window's time ends with the read that waits for them.
     pub images_per_sec: f64,
     /// Other numbers the method or trainer reported (e.g. "tau", "accuracy", "grad_norm").
     #[serde(default)]

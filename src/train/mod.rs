@@ -13,6 +13,11 @@
 //! stopped after k steps and continued reaches the same weights, bit for bit on the CPU, as one
 //! that never stopped (S4.6).
 //!
+//! **No step waits for the GPU.** A step leaves its loss and metrics on the device; they are
+//! read every `log_every` steps in one transfer (and at epoch ends, before checkpoints, at the
+//! stop), so a NaN loss stops the run at the end of its log window, naming its step, and never
+//! reaches a checkpoint. Only fp16 loss scaling reads one flag per step.
+//!
 //! `max_steps` and `time_budget_secs` only say where *this call* stops; the schedule always spans
 //! the `epochs` of the config, so stopping and continuing does not change it.
 //!
@@ -41,7 +46,7 @@ pub mod schedule;
 pub use engine::backward_and_step;
 pub use amp::Precision;
 pub use checkpoint::{Checkpoint, CheckpointMeta};
-pub use collapse::{healthy_std, std_of_l2_normalized, CollapseMonitor};
+pub use collapse::{healthy_std, std_of_l2_normalized, std_of_l2_normalized_tensor, CollapseMonitor};
 pub use history::{EpochRecord, History, Record, StepRecord};
 pub use knn::{knn_accuracy, KnnConfig};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
@@ -80,8 +85,11 @@ pub struct TrainConfig {
     pub param_groups: Vec<ParamGroup>,
     /// Seed of the batch order, the augmentations and libtorch's generators during training. 0.
     pub seed: u64,
-    /// Redraw the progress bar at most every `log_every` steps (and about once a second).
-    /// 10 (`main_moco.py --print-freq 10`).
+    /// Read the steps' losses and metrics back from the device every `log_every` steps, in one
+    /// transfer (also at epoch ends, before checkpoints and at the stop), then check them for
+    /// NaN, write their records and redraw the progress bar (at most about once a second). A
+    /// step never waits for the GPU; a NaN loss stops the run at the end of its window, naming
+    /// its step. 10 (`main_moco.py --print-freq 10`).
     pub log_every: usize,
     /// Checkpoint every this many steps (`None`: only by time and at the end).
     pub checkpoint_every_steps: Option<usize>,
@@ -314,13 +322,16 @@ pub struct KnnMonitor<'a> {
 /// from `augment` (an [`Augment`] for both views or a [`crate::augment::TwoViews`] pair),
 /// checkpointing into `out_dir` and resuming from it; see the module doc.
 ///
-/// Per batch: views → `training_step` (under autocast when asked, on CUDA) → NaN check →
-/// backward (loss-scaled for fp16) → gradient clipping → optimizer step → `after_step`.
+/// Per batch: views → `training_step` (under autocast when asked, on CUDA) → backward
+/// (loss-scaled for fp16) → gradient clipping → optimizer step → `after_step`; every
+/// `log_every` steps (and at epoch ends and before checkpoints) the window's losses and metrics
+/// are read at once: NaN check, collapse monitor, history, progress bar.
 ///
 /// # Errors
 /// [`Error::Config`] for an invalid config, or an `out_dir` holding a run of another method or
-/// config; [`Error::Data`] when the loss becomes NaN or infinite (the message names the step and
-/// the likely causes) or the set is smaller than a batch; errors of the method and the
+/// config; [`Error::Diverged`] when the loss becomes NaN or infinite (the message names the
+/// step and the likely causes; no checkpoint holds weights from that step or later);
+/// [`Error::Data`] when the set is smaller than a batch; errors of the method and the
 /// augmentation.
 pub fn pretrain<M: SslMethod + ?Sized, A: MultiView>(
     method: &mut M,

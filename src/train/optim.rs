@@ -303,37 +303,57 @@ impl Optimizer {
         self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect()
     }
 
-    /// The global ℓ2 norm of all gradients (before clipping).
+    /// The global ℓ2 norm of all gradients (before clipping). Reads it from the device; the
+    /// engine uses [`Optimizer::grad_norm_tensor`].
     pub fn grad_norm(&self) -> f64 {
+        self.grad_norm_tensor().double_value(&[])
+    }
+
+    /// [`Optimizer::grad_norm`] as a 0-dim f32 tensor on the gradients' device, not read back
+    /// (0 when no variable has a gradient).
+    pub fn grad_norm_tensor(&self) -> Tensor {
         let grads = self.grads();
         if grads.is_empty() {
-            return 0.0;
+            let device = self.params.first().map_or(tch::Device::Cpu, |p| p.tensor.device());
+            return Tensor::zeros([], (Kind::Float, device));
         }
         tch::no_grad(|| {
             let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
-            Tensor::stack(&norms, 0).norm().double_value(&[])
+            Tensor::stack(&norms, 0).norm()
         })
     }
 
     /// Rescales all gradients so that their global ℓ2 norm is at most `max_norm`
     /// (`torch.nn.utils.clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, clamped to 1).
-    /// Returns the norm before clipping.
+    /// Returns the norm before clipping, read from the device; the engine uses
+    /// [`Optimizer::clip_grad_norm_tensor`].
     ///
     /// # Errors
     /// [`Error::Config`] unless `max_norm` is positive.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        Ok(self.clip_grad_norm_tensor(max_norm)?.double_value(&[]))
+    }
+
+    /// [`Optimizer::clip_grad_norm`] without reading anything back: as PyTorch's
+    /// `clip_grad_norm_`, every gradient is multiplied by the clamped coefficient on the device,
+    /// also when it is 1 (exact: x·1 = x), instead of asking the host whether to clip. Returns
+    /// the norm before clipping as a 0-dim f32 tensor.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless `max_norm` is positive.
+    pub fn clip_grad_norm_tensor(&mut self, max_norm: f64) -> Result<Tensor> {
         if max_norm <= 0.0 || max_norm.is_nan() {
             return Err(config_err!("clip_grad_norm: max_norm must be positive, got {max_norm}"));
         }
-        let total = self.grad_norm();
-        let coef = max_norm / (total + 1e-6);
-        if coef < 1.0 {
-            tch::no_grad(|| {
-                for mut g in self.grads() {
-                    let _ = g.g_mul_scalar_(coef);
-                }
-            });
-        }
+        let total = self.grad_norm_tensor(); // []
+        tch::no_grad(|| {
+            // In f64 as the host computed it before: max_norm / (total + 1e-6), at most 1.
+            let denom = total.to_kind(Kind::Double) + 1e-6; // []
+            let coef = denom.full_like(max_norm).divide(&denom).clamp_max(1.0); // []
+            for mut g in self.grads() {
+                let _ = g.g_mul_(&coef);
+            }
+        });
         Ok(total)
     }
 
@@ -346,7 +366,9 @@ impl Optimizer {
         });
     }
 
-    /// Whether every gradient is finite (one device sync).
+    /// Whether every gradient is finite. One device sync, which fp16 loss scaling cannot avoid:
+    /// the answer decides on the host whether the optimizer steps (PyTorch's `GradScaler.step`
+    /// reads its `found_inf` the same way).
     pub fn grads_finite(&self) -> bool {
         let grads = self.grads();
         if grads.is_empty() {
