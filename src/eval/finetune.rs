@@ -238,7 +238,7 @@ pub fn fine_tune_with(
             tc.resume = true; // continue the chunk just written
         }
         let net = clf.net();
-        let history = train::train_supervised(
+        let history = train::train_supervised_in(
             clf.vs(),
             |x, t| net.forward_until(x, Stage::Fc, t),
             train,
@@ -246,6 +246,7 @@ pub fn fine_tune_with(
             &cfg.augment,
             &tc,
             out_dir,
+            true, // one chunk of the run: no "stopped, run again" line between snapshots
         )?;
         clf.history = history;
         callback(stop, &clf)?;

@@ -285,6 +285,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     set: &ImageSet,
     cfg: &TrainConfig,
     out_dir: &Path,
+    chunked: bool,
 ) -> Result<History> {
     cfg.validate()?;
     let device = t.vars().device();
@@ -364,12 +365,14 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
     if start >= stop_at {
         if start >= total {
-            progress.message(&format!(
-                "{}: finished run loaded ({total} steps, {} epochs); delete the folder or set resume(false) to train again",
-                out_dir.display(),
-                cfg.epochs
-            ));
-        } else {
+            if !chunked || stop_at >= total {
+                progress.message(&format!(
+                    "{}: finished run loaded ({total} steps, {} epochs); delete the folder or set resume(false) to train again",
+                    out_dir.display(),
+                    cfg.epochs
+                ));
+            }
+        } else if !chunked {
             progress.message(&format!(
                 "{}: at step {start} of {total} already; raise max_steps to continue",
                 out_dir.display()
@@ -377,7 +380,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
         }
         return Ok(history);
     }
-    if start > 0 {
+    if start > 0 && !chunked {
         progress.message(&format!(
             "resuming {} from step {start} of {total} (epoch {})",
             out_dir.display(),
@@ -484,7 +487,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     log.writer.flush()?;
     if step >= total {
         log.progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
-    } else {
+    } else if budget_hit || !chunked {
         let why = if budget_hit { "time budget reached" } else { "max_steps reached" };
         log.progress.message(&format!(
             "{why}: stopped at step {step} of {total} with a checkpoint in {}; run the same call again to continue",

@@ -363,7 +363,7 @@ pub fn pretrain_monitored<M: SslMethod + ?Sized, A: MultiView>(
         }
     }
     let mut trainee = engine::SslTrainee { method, augment, knn, epochs: cfg.epochs };
-    engine::run(&mut trainee, set, cfg, out_dir.as_ref())
+    engine::run(&mut trainee, set, cfg, out_dir.as_ref(), false)
 }
 
 /// Supervised training of the classifier `forward(x, train) → logits [N, C]` whose variables
@@ -400,6 +400,25 @@ pub fn train_supervised<F>(
 where
     F: Fn(&Tensor, bool) -> Result<Tensor>,
 {
+    train_supervised_in(vs, forward, train, test, augment, cfg, out_dir.as_ref(), false)
+}
+
+/// [`train_supervised`]; `chunked` marks one chunk of a longer run cut by `max_steps` (fine-tuning
+/// with snapshots), whose intermediate "stopped" and "resuming" lines would only be noise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_supervised_in<F>(
+    vs: &tch::nn::VarStore,
+    forward: F,
+    train: &ImageSet,
+    test: Option<&ImageSet>,
+    augment: &Augment,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    chunked: bool,
+) -> Result<History>
+where
+    F: Fn(&Tensor, bool) -> Result<Tensor>,
+{
     if train.labels.is_none() {
         return Err(Error::Data(format!("train_supervised needs labels, and '{}' has none", train.name)));
     }
@@ -409,5 +428,5 @@ where
         }
     }
     let mut trainee = engine::SupervisedTrainee { vs, forward, augment, test, batch_size: cfg.batch_size };
-    engine::run(&mut trainee, train, cfg, out_dir.as_ref())
+    engine::run(&mut trainee, train, cfg, out_dir, chunked)
 }
