@@ -145,7 +145,8 @@ fn tsne_pair_and_snapshots_render_side_by_side() {
     let snapshots: Vec<selfsup::eval::Snapshot> =
         (0..3).map(|e| selfsup::eval::Snapshot { epoch: e * 5, embeddings: emb(&x * (e + 1) as f64) }).collect();
     let grid = viz::tsne_fine_tuning(&snapshots, &cfg).unwrap();
-    assert!(grid.svg().unwrap().contains("after 10 epochs"));
+    let svg = grid.svg().unwrap();
+    assert!(svg.contains("before fine-tuning") && svg.contains("after 10 epochs"), "captions");
     let unlabelled = selfsup::eval::Embeddings::new(x.shallow_clone(), None, vec![]).unwrap();
     let err = viz::tsne_embeddings(&unlabelled, &emb(x.shallow_clone()), &cfg).unwrap_err();
     assert!(err.to_string().contains("no labels"), "{err}");

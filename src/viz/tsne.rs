@@ -705,7 +705,14 @@ pub fn tsne_fine_tuning(snapshots: &[Snapshot], cfg: &TsneConfig) -> Result<Figu
     let labels = labels_of(&first.embeddings, "snapshot")?;
     let panels: Vec<(String, Tensor)> = snapshots
         .iter()
-        .map(|s| (format!("after {} epoch{}", s.epoch, if s.epoch == 1 { "" } else { "s" }), s.embeddings.features.shallow_clone()))
+        .map(|s| {
+            let caption = match s.epoch {
+                0 => "before fine-tuning".to_string(),
+                1 => "after 1 epoch".to_string(),
+                e => format!("after {e} epochs"),
+            };
+            (caption, s.embeddings.features.shallow_clone())
+        })
         .collect();
     tsne_snapshots(&panels, labels, &first.embeddings.class_names, cfg)
 }
