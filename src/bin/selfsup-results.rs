@@ -80,7 +80,8 @@ fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>, what: &str) ->
 /// `Ok(None)` when help was asked for.
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     let mut scale: Option<Scale> = None;
-    let mut a = Args { scale: Scale::Smoke, out: None, device: "auto".into(), epochs_factor: 1.0, seed: 0, machine: None };
+    let mut a =
+        Args { scale: Scale::Smoke, out: None, device: "auto".into(), epochs_factor: 1.0, seed: 0, machine: None };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -92,9 +93,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             "-h" | "--help" => return Ok(None),
             "--scale" => {
                 let v: String = parse(&flag, value(), "smoke, demo or full")?;
-                scale = Some(v.parse().map_err(|_| {
-                    Error::Config(format!("--scale must be smoke, demo or full, got '{v}'"))
-                })?);
+                scale = Some(
+                    v.parse().map_err(|_| Error::Config(format!("--scale must be smoke, demo or full, got '{v}'")))?,
+                );
             }
             "--out" => a.out = Some(parse(&flag, value(), "a folder")?),
             "--device" => {
@@ -134,6 +135,8 @@ struct Plan {
     image_size: i64,
     ssl_epochs: usize,
     sup_epochs: usize,
+    /// The scale's own epoch counts, before `--epochs-factor`.
+    scale_epochs: (usize, usize),
     ssl_batch: usize,
     sup_batch: usize,
     byol: ByolConfig,
@@ -177,6 +180,7 @@ fn plan(a: &Args) -> Plan {
         image_size,
         ssl_epochs: scaled(s.pick(1, 100, 200), a.epochs_factor),
         sup_epochs: scaled(s.pick(1, 30, 100), a.epochs_factor),
+        scale_epochs: (s.pick(1, 100, 200), s.pick(1, 30, 100)),
         ssl_batch: s.pick(32, 256, 256),
         sup_batch: s.pick(32, 64, 128),
         byol,
@@ -261,8 +265,12 @@ struct Report {
     backbone: String,
     ssl_epochs: usize,
     supervised_epochs: usize,
+    /// The scale's own (SSL, supervised) epochs, before `--epochs-factor`.
+    scale_epochs: (usize, usize),
     seed: u64,
     total_wall_seconds: f64,
+    /// Optimizers, rates and heads, in words.
+    recipes: String,
     experiments: Vec<Experiment>,
     byol_z_std: Option<ZStd>,
     conclusions: Vec<Conclusion>,
@@ -307,7 +315,9 @@ fn overall(cs: &[Comparison]) -> String {
 
 fn comparisons_text(cs: &[Comparison]) -> String {
     cs.iter()
-        .map(|c| format!("{} {:.3} vs {:.3} (Δ {:+.3}, 2·se {:.3}): {}", c.label, c.a, c.b, c.a - c.b, c.two_se, c.verdict))
+        .map(|c| {
+            format!("{} {:.3} vs {:.3} (Δ {:+.3}, 2·se {:.3}): {}", c.label, c.a, c.b, c.a - c.b, c.two_se, c.verdict)
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -391,6 +401,26 @@ fn fine_tune_config(p: &Plan, seed: u64) -> FineTuneConfig {
     d.train(train).augment(supervised_augment(p.image_size))
 }
 
+fn recipes(p: &Plan) -> String {
+    let crop = if p.image_size > 64 { "random crop (area 0.5–1) + flip" } else { "flip" };
+    format!(
+        "SSL: SGD momentum 0.9, lr {:.3} (0.06 × batch/256), weight decay 5e-4, cosine, batch {}; BYOL projection {}, EMA τ {} ({:?} schedule); \
+         SimCLR τ {}; MoCo v2 K {}, m {}, τ {}. Supervised: Adam, cosine, batch {}, {crop}; fine-tuning: head 1e-3, backbone 1e-4; \
+         scratch: 1e-3 for all. Probe: one-vs-rest logistic regression (C = 1, standardised features) on the train split's \
+         average-pool embeddings, scored on the test split.",
+        0.06 * p.ssl_batch as f64 / 256.0,
+        p.ssl_batch,
+        p.byol.projector.out_dim,
+        p.byol.base_momentum,
+        p.byol.momentum_schedule,
+        p.simclr.temperature,
+        p.moco.queue_size,
+        p.moco.momentum,
+        p.moco.temperature,
+        p.sup_batch,
+    )
+}
+
 fn last_test_accuracy(clf: &Classifier, test: &ImageSet) -> Result<f64> {
     match clf.history.test_accuracies().last() {
         Some(&(_, a)) => Ok(a),
@@ -411,12 +441,20 @@ fn pretrain<M: SslMethod, A: MultiView>(
 ) -> Result<(Backbone, History, Experiment)> {
     let cfg = with_checkpoints(ssl_train_config(p, seed));
     let dir = out.join(id);
-    let (_, history, exp) =
-        training(id, what, &dir, p.ssl_epochs, p.ssl_batch, || Ok(((), train::pretrain(method, set, aug, &cfg, &dir)?)))?;
+    let (_, history, exp) = training(id, what, &dir, p.ssl_epochs, p.ssl_batch, || {
+        Ok(((), train::pretrain(method, set, aug, &cfg, &dir)?))
+    })?;
     Ok((Backbone::from_method(method)?, history, exp))
 }
 
-fn probe(id: &str, what: &str, backbone: &Backbone, train: &ImageSet, test: &ImageSet, device: Device) -> Result<Experiment> {
+fn probe(
+    id: &str,
+    what: &str,
+    backbone: &Backbone,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: Device,
+) -> Result<Experiment> {
     let started = Instant::now();
     let features = FeatureConfig::default();
     let tr = eval::extract_features(backbone.net(), train, &features, device)?;
@@ -469,7 +507,12 @@ fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
 fn detect_machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
@@ -501,7 +544,8 @@ fn git_commit() -> String {
 
 /// "2026-11-25 17:25 UTC" from the system clock (proleptic Gregorian calendar).
 fn date_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -520,6 +564,10 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "—".into())
 }
 
+fn epochs(n: usize) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let push = |s: &mut String, line: &str| {
@@ -532,9 +580,14 @@ fn markdown(r: &Report) -> String {
         push(
             &mut s,
             &format!(
-                "**Shortened run: every epoch count × {} (`--epochs-factor {}`)**: {} SSL epochs and {} supervised / \
-                 fine-tuning epochs instead of the {} scale's. These are not the {} scale's numbers.",
-                r.epochs_factor, r.epochs_factor, r.ssl_epochs, r.supervised_epochs, r.scale, r.scale
+                "**Shortened run: every epoch count × {f} (`--epochs-factor {f}`, at least 1 epoch each)**: SSL pre-training \
+                 {} instead of {}, supervised from scratch and fine-tuning {} instead of {}. These are not the {} scale's numbers.",
+                epochs(r.ssl_epochs),
+                epochs(r.scale_epochs.0),
+                epochs(r.supervised_epochs),
+                epochs(r.scale_epochs.1),
+                r.scale,
+                f = r.epochs_factor,
             ),
         );
         push(&mut s, "");
@@ -561,7 +614,16 @@ fn markdown(r: &Report) -> String {
             r.n_unlabeled, r.n_train, r.n_test, r.image_size, r.image_size, r.backbone
         ),
     );
-    push(&mut s, &format!("- seed: {}; total wall time: {:.0} s ({:.1} min)", r.seed, r.total_wall_seconds, r.total_wall_seconds / 60.0));
+    push(&mut s, &format!("- recipes: {}", r.recipes));
+    push(
+        &mut s,
+        &format!(
+            "- seed: {}; total wall time: {:.0} s ({:.1} min)",
+            r.seed,
+            r.total_wall_seconds,
+            r.total_wall_seconds / 60.0
+        ),
+    );
     push(&mut s, "");
     push(&mut s, "### Experiments");
     push(&mut s, "");
@@ -660,8 +722,9 @@ fn run(a: Args) -> Result<()> {
             PathBuf::from(format!("runs/results-{}", a.scale))
         }
     });
-    std::fs::create_dir_all(&out)
-        .map_err(|e| Error::Config(format!("--out {}: cannot create the folder ({e}); choose a writable folder", out.display())))?;
+    std::fs::create_dir_all(&out).map_err(|e| {
+        Error::Config(format!("--out {}: cannot create the folder ({e}); choose a writable folder", out.display()))
+    })?;
     println!("{}", p.source.describe());
     let mut unlabeled = p.source.load(Split::Unlabeled)?;
     let mut train_set = p.source.load(Split::Train)?;
@@ -724,8 +787,16 @@ fn run(a: Args) -> Result<()> {
     experiments.push(exp);
     drop(simclr);
     let mut moco = Moco::new(p.moco.clone(), device)?;
-    let (moco_bb, _, exp) =
-        pretrain("moco_v2", "MoCo v2 pre-training (S2.B2)", &mut moco, &unlabeled, &presets::moco_v2(size), &p, a.seed, &out)?;
+    let (moco_bb, _, exp) = pretrain(
+        "moco_v2",
+        "MoCo v2 pre-training (S2.B2)",
+        &mut moco,
+        &unlabeled,
+        &presets::moco_v2(size),
+        &p,
+        a.seed,
+        &out,
+    )?;
     experiments.push(exp);
     drop(moco);
 
@@ -780,7 +851,9 @@ fn run(a: Args) -> Result<()> {
     let mut conclusions = vec![];
     let cs: Vec<Comparison> = ssl
         .iter()
-        .map(|(name, id)| verdict(&format!("{name} vs random"), acc(&format!("probe_{id}")), acc("probe_random"), n_test))
+        .map(|(name, id)| {
+            verdict(&format!("{name} vs random"), acc(&format!("probe_{id}")), acc("probe_random"), n_test)
+        })
         .collect();
     let v = overall(&cs);
     conclusions.push(Conclusion {
@@ -793,7 +866,12 @@ fn run(a: Args) -> Result<()> {
     let cs: Vec<Comparison> = ssl
         .iter()
         .map(|(name, id)| {
-            verdict(&format!("{name} fine-tuned vs scratch"), acc(&format!("{id}_finetune")), acc("supervised_scratch"), n_test)
+            verdict(
+                &format!("{name} fine-tuned vs scratch"),
+                acc(&format!("{id}_finetune")),
+                acc("supervised_scratch"),
+                n_test,
+            )
         })
         .collect();
     let v = overall(&cs);
@@ -826,7 +904,8 @@ fn run(a: Args) -> Result<()> {
         }
         None => (
             "not distinguishable".to_string(),
-            "- **BYOL std(z) away from 0** (S2.T2): **not distinguishable** — the history recorded no std(z)".to_string(),
+            "- **BYOL std(z) away from 0** (S2.T2): **not distinguishable** — the history recorded no std(z)"
+                .to_string(),
         ),
     };
     conclusions.push(Conclusion {
@@ -853,12 +932,18 @@ fn run(a: Args) -> Result<()> {
         image_size: size,
         backbone: format!(
             "ResNet-18 ({})",
-            if p.backbone.small_images { "small-image stem: 3x3 conv, no max-pool" } else { "torchvision layout, ImageNet stem" }
+            if p.backbone.small_images {
+                "small-image stem: 3x3 conv, no max-pool"
+            } else {
+                "torchvision layout, ImageNet stem"
+            }
         ),
         ssl_epochs: p.ssl_epochs,
         supervised_epochs: p.sup_epochs,
+        scale_epochs: p.scale_epochs,
         seed: a.seed,
         total_wall_seconds: t0.elapsed().as_secs_f64(),
+        recipes: recipes(&p),
         experiments,
         byol_z_std,
         conclusions,
