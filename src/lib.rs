@@ -43,6 +43,7 @@
 
 pub mod augment;
 pub mod check;
+pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;

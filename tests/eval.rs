@@ -480,6 +480,21 @@ fn ood_test_set_of_the_embedded_data_is_a_lower_resolution_shift_scored_class_fo
 // ---------------------------------------------------------------- compare
 
 #[test]
+fn accuracy_comparison_uses_two_standard_errors() {
+    use selfsup::eval::{compare_accuracies, Verdict};
+    // se = √((0.6·0.4 + 0.5·0.5)/800) = √0.0006125 = 0.0247487.
+    let c = compare_accuracies(0.60, 0.50, 800);
+    assert!((c.two_se - 0.0494975).abs() < 1e-6, "{}", c.two_se);
+    assert_eq!(c.verdict, Verdict::Higher);
+    assert_eq!(compare_accuracies(0.50, 0.60, 800).verdict, Verdict::Lower);
+    // 4 points on 800 images are inside 2·se ≈ 4.9 points; 6 are outside.
+    assert_eq!(compare_accuracies(0.54, 0.50, 800).verdict, Verdict::NotDistinguishable);
+    assert_eq!(compare_accuracies(0.56, 0.50, 800).verdict, Verdict::Higher);
+    assert_eq!(Verdict::Lower.claim(), "does not hold");
+    assert_eq!(Verdict::Higher.to_string(), "yes");
+}
+
+#[test]
 fn compare_renders_models_by_metrics() -> Result<()> {
     let t = eval::compare(
         &[

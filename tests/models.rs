@@ -136,7 +136,7 @@ fn channels_last_changes_memory_order_not_results() {
     let run = |x: &Tensor| -> (Tensor, Vec<(String, Tensor)>) {
         for (_, mut v) in vs.variables() {
             if v.requires_grad() {
-                let _ = v.zero_grad();
+                v.zero_grad();
             }
         }
         let logits = net.forward(x, true).unwrap();

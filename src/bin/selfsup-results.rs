@@ -72,10 +72,7 @@ struct Args {
     machine: Option<String>,
 }
 
-fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>, what: &str) -> Result<T> {
-    let v = value.ok_or_else(|| Error::Config(format!("{flag} needs a value: {what} (see --help)")))?;
-    v.parse().map_err(|_| Error::Config(format!("{flag}: cannot read '{v}': expected {what} (see --help)")))
-}
+use selfsup::cli::value as parse;
 
 /// `Ok(None)` when help was asked for.
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
@@ -84,10 +81,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         Args { scale: Scale::Smoke, out: None, device: "auto".into(), epochs_factor: 1.0, seed: 0, machine: None };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
+        let (flag, inline) = selfsup::cli::split_flag(&arg);
         let mut value = || inline.clone().or_else(|| it.next());
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -276,17 +270,11 @@ struct Report {
     conclusions: Vec<Conclusion>,
 }
 
-/// The verdict of "a > b" on `n` test images by the 2-standard-error rule.
+/// The verdict of "a > b" on `n` test images by the 2-standard-error rule
+/// ([`selfsup::eval::compare_accuracies`]).
 fn verdict(label: &str, a: f64, b: f64, n: usize) -> Comparison {
-    let se = ((a * (1.0 - a) + b * (1.0 - b)) / n as f64).sqrt();
-    let v = if a - b > 2.0 * se {
-        "holds"
-    } else if b - a > 2.0 * se {
-        "does not hold"
-    } else {
-        "not distinguishable"
-    };
-    Comparison { label: label.into(), a, b, n, two_se: 2.0 * se, verdict: v.into() }
+    let c = selfsup::eval::compare_accuracies(a, b, n);
+    Comparison { label: label.into(), a, b, n, two_se: c.two_se, verdict: c.verdict.claim().into() }
 }
 
 /// One verdict for several comparisons: the common one, or who holds and who does not.
@@ -957,21 +945,5 @@ fn run(a: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match parse_args(std::env::args().skip(1)) {
-        Ok(None) => {
-            println!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(args)) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("error: {e}\n\n{HELP}");
-            ExitCode::from(2)
-        }
-    }
+    selfsup::cli::main(HELP, parse_args, run)
 }

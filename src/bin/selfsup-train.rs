@@ -138,8 +138,7 @@ impl Default for Args {
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T> {
-    let v = value.ok_or_else(|| Error::Config(format!("{flag} needs a value (see --help)")))?;
-    v.parse().map_err(|_| Error::Config(format!("{flag}: cannot read '{v}' (see --help)")))
+    selfsup::cli::value(flag, value, "")
 }
 
 /// `Ok(None)` when help was asked for.
@@ -148,10 +147,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
         // --flag=value as well as --flag value
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
+        let (flag, inline) = selfsup::cli::split_flag(&arg);
         let mut value = || inline.clone().or_else(|| it.next());
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
@@ -350,21 +346,5 @@ fn run(a: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match parse_args(std::env::args().skip(1)) {
-        Ok(None) => {
-            println!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Ok(Some(args)) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("error: {e}\n\n{HELP}");
-            ExitCode::from(2)
-        }
-    }
+    selfsup::cli::main(HELP, parse_args, run)
 }

@@ -149,3 +149,79 @@ pub fn evaluate_models(models: &[&Classifier], sets: &[(&str, &ImageSet)]) -> Re
     }
     compare(&rows, "accuracy of each model")
 }
+
+/// Whether one accuracy is above another, by the rule every notebook and `selfsup-results`
+/// use: a difference counts only beyond two standard errors of the difference of two
+/// accuracies measured on `n` test images each, 2·√((a(1−a) + b(1−b))/n) — below that, a rerun
+/// with another seed could flip it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// `a` is above `b` by more than two standard errors.
+    Higher,
+    /// `a` is below `b` by more than two standard errors.
+    Lower,
+    /// Within two standard errors.
+    NotDistinguishable,
+}
+
+impl Verdict {
+    /// "yes", "no" or "not distinguishable on this many test images" — the answer to "is a above b?".
+    pub fn yes_no(self) -> &'static str {
+        match self {
+            Verdict::Higher => "yes",
+            Verdict::Lower => "no",
+            Verdict::NotDistinguishable => "not distinguishable on this many test images",
+        }
+    }
+    /// "holds", "does not hold" or "not distinguishable" — for a claim "a > b".
+    pub fn claim(self) -> &'static str {
+        match self {
+            Verdict::Higher => "holds",
+            Verdict::Lower => "does not hold",
+            Verdict::NotDistinguishable => "not distinguishable",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.yes_no())
+    }
+}
+
+/// Two accuracies compared by [`Verdict`]'s rule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyComparison {
+    /// The first accuracy, in [0, 1].
+    pub a: f64,
+    /// The second accuracy, in [0, 1].
+    pub b: f64,
+    /// Test images behind each.
+    pub n: usize,
+    /// Two standard errors of `a − b`.
+    pub two_se: f64,
+    /// Is `a` above `b`?
+    pub verdict: Verdict,
+}
+
+/// Is accuracy `a` above accuracy `b`, both measured on `n` test images? See [`Verdict`].
+///
+/// ```
+/// use selfsup::eval::{compare_accuracies, Verdict};
+/// // 60 % vs 50 % on 800 images: 2·se ≈ 4.9 points, so the 10 points count.
+/// assert_eq!(compare_accuracies(0.60, 0.50, 800).verdict, Verdict::Higher);
+/// // The same on 100 images: 2·se ≈ 13.9 points.
+/// assert_eq!(compare_accuracies(0.60, 0.50, 100).verdict, Verdict::NotDistinguishable);
+/// println!("{}", compare_accuracies(0.60, 0.50, 800).verdict); // "yes"
+/// ```
+pub fn compare_accuracies(a: f64, b: f64, n: usize) -> AccuracyComparison {
+    let se = ((a * (1.0 - a) + b * (1.0 - b)) / n.max(1) as f64).sqrt();
+    let verdict = if a - b > 2.0 * se {
+        Verdict::Higher
+    } else if b - a > 2.0 * se {
+        Verdict::Lower
+    } else {
+        Verdict::NotDistinguishable
+    };
+    AccuracyComparison { a, b, n, two_se: 2.0 * se, verdict }
+}

@@ -44,7 +44,7 @@ pub mod width;
 
 pub use backbone::{Backbone, Classifier};
 pub use baselines::{imagenet_backbone, random_backbone};
-pub use compare::{compare, evaluate_models, Metric, ModelMetrics};
+pub use compare::{compare, compare_accuracies, evaluate_models, AccuracyComparison, Metric, ModelMetrics, Verdict};
 pub use features::{extract_features, Embeddings, FeatureConfig};
 pub use finetune::{fine_tune, fine_tune_snapshots, fine_tune_with, FineTuneConfig, Snapshot};
 pub use fractions::{label_fractions, FractionRun, FractionsConfig, FractionsReport, Protocol};

@@ -1,0 +1,57 @@
+//! What the command-line programs (`selfsup-train`, `selfsup-results`) share: reading
+//! `--flag value` and `--flag=value` with errors that say what was expected, and a `main` that
+//! prints the help, runs, and turns an error into a message and an exit code — never a panic.
+use crate::error::{Error, Result};
+use std::process::ExitCode;
+
+/// `--flag=value` → `("--flag", Some("value"))`; anything else → `(arg, None)`.
+///
+/// ```
+/// use selfsup::cli::split_flag;
+/// assert_eq!(split_flag("--lr=0.03"), ("--lr".to_string(), Some("0.03".to_string())));
+/// assert_eq!(split_flag("-b"), ("-b".to_string(), None));
+/// ```
+pub fn split_flag(arg: &str) -> (String, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+        _ => (arg.to_string(), None),
+    }
+}
+
+/// The value given to `flag`, read as `T`; `what` says what is expected ("a number > 0"), or
+/// is empty.
+///
+/// # Errors
+/// [`Error::Config`] for a missing value or one that does not parse, naming the flag.
+pub fn value<T: std::str::FromStr>(flag: &str, value: Option<String>, what: &str) -> Result<T> {
+    let expected = if what.is_empty() { String::new() } else { format!(": expected {what}") };
+    let v = value.ok_or_else(|| Error::Config(format!("{flag} needs a value{expected} (see --help)")))?;
+    v.parse().map_err(|_| Error::Config(format!("{flag}: cannot read '{v}'{expected} (see --help)")))
+}
+
+/// Runs a command-line program: `parse` reads the arguments (without the program name;
+/// `Ok(None)` when help was asked for), `run` does the work. Exits 0 on success, 1 with the
+/// error when `run` fails, 2 with the error and the help text for bad arguments.
+pub fn main<A>(
+    help: &str,
+    parse: impl FnOnce(Vec<String>) -> Result<Option<A>>,
+    run: impl FnOnce(A) -> Result<()>,
+) -> ExitCode {
+    match parse(std::env::args().skip(1).collect()) {
+        Ok(None) => {
+            println!("{help}");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(args)) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}\n\n{help}");
+            ExitCode::from(2)
+        }
+    }
+}
