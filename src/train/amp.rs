@@ -96,3 +96,32 @@ impl LossScaler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_scaler_follows_grad_scaler_defaults() {
+        // torch.amp.GradScaler(): init_scale 2**16, growth_factor 2, backoff_factor 0.5,
+        // growth_interval 2000.
+        let mut s = LossScaler::default();
+        assert_eq!(s.scale, 65536.0);
+        for _ in 0..1999 {
+            s.update(true);
+        }
+        assert_eq!((s.scale, s.growth_tracker), (65536.0, 1999));
+        s.update(true); // the 2000th finite step doubles the scale
+        assert_eq!((s.scale, s.growth_tracker), (131072.0, 0));
+        s.update(true);
+        s.update(false); // an overflow halves it and restarts the count
+        assert_eq!((s.scale, s.growth_tracker), (65536.0, 0));
+    }
+
+    #[test]
+    fn autocast_is_a_cuda_setting() {
+        assert!(!autocast_enabled(Precision::Bf16, Device::Cpu));
+        assert!(!autocast_enabled(Precision::Off, Device::Cuda(0)));
+        assert!(autocast_enabled(Precision::Fp16, Device::Cuda(0)));
+    }
+}
