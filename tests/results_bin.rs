@@ -143,6 +143,7 @@ fn bad_arguments_say_what_is_wrong_and_what_to_do() {
         (&["--epochs-factor", "x"][..], "--epochs-factor: cannot read 'x'"),
         (&["--device", "tpu"][..], "--device must be cpu, cuda or auto, got 'tpu'"),
         (&["--seed"][..], "--seed needs a value"),
+        (&["--image-size", "8"][..], "--image-size must be 16 to 256 pixels, got 8"),
         (&["--frobnicate"][..], "unknown option '--frobnicate' (see --help)"),
     ] {
         let o = run(args);
