@@ -34,18 +34,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// CPU seconds used by this process so far (all threads). On a shared machine the wall time
-/// includes waiting for a core; the CPU time does not.
-fn cpu_seconds() -> f64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    if rc == 0 {
-        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-    } else {
-        f64::NAN
-    }
-}
 
 /// Median wall seconds and median CPU seconds of `f` over `reps` runs after `warmup` runs.
 fn time<F: FnMut() -> selfsup::Result<()>>(
@@ -60,11 +48,11 @@ fn time<F: FnMut() -> selfsup::Result<()>>(
     sync(device);
     let (mut wall, mut cpu) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
     for _ in 0..reps {
-        let (t, c) = (Instant::now(), cpu_seconds());
+        let (t, c) = (Instant::now(), selfsup::cli::process_cpu_seconds());
         f()?;
         sync(device);
         wall.push(t.elapsed().as_secs_f64());
-        cpu.push(cpu_seconds() - c);
+        cpu.push(selfsup::cli::process_cpu_seconds() - c);
     }
     Ok((median(wall), median(cpu)))
 }

@@ -125,17 +125,6 @@ fn build(name: &str, size: i64, device: Device) -> Result<(Box<dyn SslMethod>, T
     })
 }
 
-/// CPU seconds used by this process so far (all threads): on a shared machine the steadier figure.
-fn cpu_seconds() -> f64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    if rc == 0 {
-        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-    } else {
-        f64::NAN
-    }
-}
 
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
@@ -200,7 +189,7 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
     let mut losses = Vec::with_capacity(total); // [] f64 each, on the device until the end
     sync(device);
     for step in 0..total {
-        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let (t0, c0) = (Instant::now(), selfsup::cli::process_cpu_seconds());
         // --- one step, in the engine's order ---
         let lr = cfg.schedule.lr(cfg.lr, step, total, total);
         opt.set_lr(lr);
@@ -229,7 +218,7 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
         sync(device);
         if step >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
-            cpu.push(cpu_seconds() - c0);
+            cpu.push(selfsup::cli::process_cpu_seconds() - c0);
         }
     }
     // The engine's flush, once: all losses in one transfer, the first non-finite one stops.
