@@ -105,7 +105,7 @@ fn one_training_step_lowers_the_loss_on_a_fixed_batch() {
 fn forward_from_completes_forward_until() {
     for depth in [Depth::R18, Depth::R50] {
         tch::manual_seed(0);
-        let (_vs, net) = build(&ResNetConfig { depth, small_images: true, num_classes: Some(5), zero_init_residual: false });
+        let (_vs, net) = build(&ResNetConfig { depth, small_images: true, num_classes: Some(5), zero_init_residual: false, width: 64 });
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let want = net.forward_until(&x, Stage::Fc, false).unwrap();
         for stage in [Stage::MaxPool, Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4] {
@@ -172,4 +172,21 @@ fn channels_last_changes_memory_order_not_results() {
         let diff = (g - g_cl).abs().max().double_value(&[]);
         assert!(diff <= 1e-3 * scale, "{name}: gradient differs by {diff:e} (max |g| {scale:e})");
     }
+}
+
+#[test]
+fn a_narrow_resnet_keeps_names_and_scales_channels() {
+    // width 16: every stage has a quarter of the channels. Parameter count by hand (3x3 stem,
+    // 10 classes): stem 3·16·9 + 2·16, the blocks' convs and BNs, 1x1 downsamples in layers 2–4,
+    // fc 128·10 + 10 = 701,466 (the same formula gives torchvision's 11,689,512 at width 64).
+    let cfg = ResNetConfig { small_images: true, num_classes: Some(10), ..Default::default() }.width(16);
+    let (vs, net) = build(&cfg);
+    assert_eq!(trainable(&vs), 701_466);
+    assert_eq!(net.feature_dim(), 128);
+    assert!(vs.variables().contains_key("layer2.0.downsample.0.weight"));
+    let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    assert_eq!(net.forward_until(&x, Stage::Layer4, false).unwrap().size(), [2, 128, 4, 4]);
+    assert_eq!(net.forward_until(&x, Stage::AvgPool, false).unwrap().size(), [2, 128]);
+    let err = ResNet::new(&nn::VarStore::new(Device::Cpu).root(), &cfg.clone().width(0)).unwrap_err().to_string();
+    assert!(err.contains("width must be in 4..=1024"), "{err}");
 }

@@ -78,6 +78,19 @@ impl Source {
         }
     }
 
+    /// Where the object is in images `indices` of `split` (`[n, H, W]` coverage in [0, 1]), for
+    /// the embedded dataset, whose generator knows each shape ([`synthetic::object_masks`]);
+    /// `None` for real data, which ships no masks.
+    ///
+    /// # Errors
+    /// As [`synthetic::object_masks`].
+    pub fn object_masks(&self, split: Split, indices: &[usize]) -> Result<Option<tch::Tensor>> {
+        match self {
+            Source::Synthetic(cfg) => synthetic::object_masks(split, cfg, indices).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Loads a split. CIFAR has no unlabelled split: [`Split::Unlabeled`] gives its training
     /// images without labels, as SimCLR and MoCo pre-train on CIFAR.
     pub fn load(&self, split: Split) -> Result<ImageSet> {

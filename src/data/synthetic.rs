@@ -107,12 +107,7 @@ pub fn load(split: Split, cfg: &SyntheticConfig) -> Result<ImageSet> {
         for (c, (px, lb)) in pixels.chunks_mut(chunk * per_image).zip(labels.chunks_mut(chunk)).enumerate() {
             scope.spawn(move || {
                 for (j, (img, label)) in px.chunks_mut(per_image).zip(lb.iter_mut()).enumerate() {
-                    let i = c * chunk + j;
-                    let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, split, i as u64));
-                    let class = match split {
-                        Split::Unlabeled => rng.random_range(0..CLASS_NAMES.len()),
-                        _ => i % CLASS_NAMES.len(),
-                    };
+                    let (class, mut rng) = image_rng(cfg, split, c * chunk + j);
                     draw(class, cfg.image_size, cfg.noise, &mut rng, img);
                     *label = class as i64;
                 }
@@ -141,41 +136,120 @@ fn image_seed(seed: u64, split: Split, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The random choices behind one image, drawn in a fixed order from the image's own generator,
+/// so the pixels ([`draw`]) and the object's mask ([`object_masks`]) come from the same scene.
+struct Scene {
+    bg1: [f32; 3],
+    bg2: [f32; 3],
+    fg: [f32; 3],
+    texture: Texture,
+    /// Radius in pixels.
+    r: f32,
+    centre: (f32, f32),
+    /// Rotation as (sin θ, cos θ).
+    rotation: (f32, f32),
+    shade_dir: (f32, f32),
+}
+
+impl Scene {
+    fn sample(size: u32, rng: &mut ChaCha8Rng) -> Scene {
+        let s = size as f32;
+        // Light shape on dark ground or dark shape on light ground, so the outline always shows,
+        // in colour and in grayscale.
+        let dark_ground = rng.random_bool(0.5);
+        let (bg_v, fg_v) = if dark_ground { ((0.08, 0.42), (0.65, 1.0)) } else { ((0.62, 0.95), (0.05, 0.38)) };
+        let bg1 = hsv(rng.random::<f32>(), rng.random_range(0.0..0.7), rng.random_range(bg_v.0..bg_v.1));
+        let bg2 = hsv(rng.random::<f32>(), rng.random_range(0.0..0.7), rng.random_range(bg_v.0..bg_v.1));
+        let fg = hsv(rng.random::<f32>(), rng.random_range(0.3..1.0), rng.random_range(fg_v.0..fg_v.1));
+        let texture = Texture::random(rng, s);
+        let r = rng.random_range(0.2..0.34) * s;
+        let cx = rng.random_range(0.32..0.68) * s;
+        let cy = rng.random_range(0.32..0.68) * s;
+        let theta = rng.random_range(0.0..2.0 * PI);
+        let shade_dir = rng.random_range(0.0..2.0 * PI).sin_cos();
+        Scene { bg1, bg2, fg, texture, r, centre: (cx, cy), rotation: theta.sin_cos(), shade_dir }
+    }
+
+    /// The pixel centre `(px, py)` in the shape's frame: translated, rotated by −θ, in radii.
+    fn shape_frame(&self, px: f32, py: f32) -> (f32, f32) {
+        let (sin, cos) = self.rotation;
+        let (dx, dy) = (px - self.centre.0, py - self.centre.1);
+        ((cos * dx + sin * dy) / self.r, (-sin * dx + cos * dy) / self.r)
+    }
+
+    /// How much of the pixel the shape covers, with a 1-pixel anti-aliased edge: in [0, 1].
+    fn coverage(&self, class: usize, q: (f32, f32)) -> f32 {
+        (0.5 - sdf(class, q) * self.r).clamp(0.0, 1.0)
+    }
+}
+
+/// The class of image `index` of `split`, and its generator positioned after that choice.
+fn image_rng(cfg: &SyntheticConfig, split: Split, index: usize) -> (usize, ChaCha8Rng) {
+    let mut rng = ChaCha8Rng::seed_from_u64(image_seed(cfg.seed, split, index as u64));
+    let class = match split {
+        Split::Unlabeled => rng.random_range(0..CLASS_NAMES.len()),
+        _ => index % CLASS_NAMES.len(),
+    };
+    (class, rng)
+}
+
 /// Draws one image of `class` into `out` (`[3, size, size]`, channel-major).
 fn draw(class: usize, size: u32, noise: f32, rng: &mut ChaCha8Rng, out: &mut [u8]) {
-    let s = size as f32;
-    // Light shape on dark ground or dark shape on light ground, so the outline always shows,
-    // in colour and in grayscale.
-    let dark_ground = rng.random_bool(0.5);
-    let (bg_v, fg_v) = if dark_ground { ((0.08, 0.42), (0.65, 1.0)) } else { ((0.62, 0.95), (0.05, 0.38)) };
-    let bg1 = hsv(rng.random::<f32>(), rng.random_range(0.0..0.7), rng.random_range(bg_v.0..bg_v.1));
-    let bg2 = hsv(rng.random::<f32>(), rng.random_range(0.0..0.7), rng.random_range(bg_v.0..bg_v.1));
-    let fg = hsv(rng.random::<f32>(), rng.random_range(0.3..1.0), rng.random_range(fg_v.0..fg_v.1));
-    let texture = Texture::random(rng, s);
-    let r = rng.random_range(0.2..0.34) * s; // radius in pixels
-    let cx = rng.random_range(0.32..0.68) * s;
-    let cy = rng.random_range(0.32..0.68) * s;
-    let theta = rng.random_range(0.0..2.0 * PI);
-    let (sin, cos) = theta.sin_cos();
-    let shade_dir = rng.random_range(0.0..2.0 * PI).sin_cos();
+    let scene = Scene::sample(size, rng);
     let plane = (size * size) as usize;
     for y in 0..size {
         for x in 0..size {
             let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-            let t = texture.at(px, py);
-            // Shape frame: translate, rotate by -theta, scale to unit radius.
-            let (dx, dy) = (px - cx, py - cy);
-            let q = ((cos * dx + sin * dy) / r, (-sin * dx + cos * dy) / r);
-            let coverage = (0.5 - sdf(class, q) * r).clamp(0.0, 1.0); // 1-pixel anti-aliased edge
-            let shade = 0.88 + 0.12 * (q.0 * shade_dir.0 + q.1 * shade_dir.1).clamp(-1.0, 1.0);
+            let t = scene.texture.at(px, py);
+            let q = scene.shape_frame(px, py);
+            let coverage = scene.coverage(class, q);
+            let shade = 0.88 + 0.12 * (q.0 * scene.shade_dir.0 + q.1 * scene.shade_dir.1).clamp(-1.0, 1.0);
             let i = y as usize * size as usize + x as usize;
             for c in 0..3 {
-                let ground = bg1[c] + (bg2[c] - bg1[c]) * t;
-                let v = ground + (fg[c] * shade - ground) * coverage + noise * gaussian(rng);
+                let ground = scene.bg1[c] + (scene.bg2[c] - scene.bg1[c]) * t;
+                let v = ground + (scene.fg[c] * shade - ground) * coverage + noise * gaussian(rng);
                 out[c * plane + i] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }
     }
+}
+
+/// Where the object is in images `indices` of `split`: `[n, S, S]` float in [0, 1], the
+/// fraction of each pixel the shape covers (1 inside, 0 on the ground, in between on the
+/// anti-aliased edge). The generator replays each image's scene, so the masks match
+/// [`load`]'s images pixel for pixel — what lets a notebook measure how much of an activation
+/// map lands on the object ([`crate::eval::energy_in_mask`]).
+///
+/// # Errors
+/// An invalid config; an index out of range for the split.
+///
+/// ```
+/// use selfsup::data::{synthetic::{self, SyntheticConfig}, Split};
+/// let cfg = SyntheticConfig::tiny();
+/// let masks = synthetic::object_masks(Split::Test, &cfg, &[0, 1, 2])?; // [3, 32, 32]
+/// assert_eq!(masks.size(), [3, 32, 32]);
+/// # Ok::<(), selfsup::Error>(())
+/// ```
+pub fn object_masks(split: Split, cfg: &SyntheticConfig, indices: &[usize]) -> Result<Tensor> {
+    cfg.validate()?;
+    let n = cfg.len(split);
+    if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+        return Err(config_err!("object_masks: index {bad} is out of range for the {} split of {n} images", split.name()));
+    }
+    let size = cfg.image_size;
+    let plane = (size * size) as usize;
+    let mut out = vec![0f32; indices.len() * plane];
+    for (mask, &i) in out.chunks_mut(plane).zip(indices) {
+        let (class, mut rng) = image_rng(cfg, split, i);
+        let scene = Scene::sample(size, &mut rng);
+        for y in 0..size {
+            for x in 0..size {
+                let q = scene.shape_frame(x as f32 + 0.5, y as f32 + 0.5);
+                mask[(y * size + x) as usize] = scene.coverage(class, q);
+            }
+        }
+    }
+    Ok(Tensor::from_slice(&out).view([indices.len() as i64, size as i64, size as i64]))
 }
 
 /// Background textures: a value in `[0, 1]` per pixel that mixes the two ground colours.
@@ -310,6 +384,31 @@ mod tests {
         // Hollow shapes are empty in the middle.
         assert!(sdf(1, (0.0, 0.0)) > 0.0);
         assert!(sdf(3, (0.0, 0.0)) > 0.0);
+    }
+
+    #[test]
+    fn object_masks_line_up_with_the_drawn_shapes() {
+        // Without pixel noise, the shape and the ground differ in brightness (light on dark or
+        // dark on light): the mean of max(R, G, B) inside the mask and outside it must be far
+        // apart in every image, and much less so with another image's mask.
+        let cfg = SyntheticConfig { noise: 0.0, ..SyntheticConfig::tiny() };
+        let set = load(Split::Test, &cfg).unwrap();
+        let n = 40;
+        let masks = object_masks(Split::Test, &cfg, &(0..n).collect::<Vec<_>>()).unwrap(); // [n, 32, 32]
+        let value = set.images.narrow(0, 0, n as i64).to_kind(tch::Kind::Float).amax(1, false) / 255.0; // [n, 32, 32]
+        let gap = |img: i64, mask: i64| {
+            let (v, m) = (value.get(img), masks.get(mask));
+            let inside = m.ge(0.99);
+            let outside = m.le(0.01);
+            let mean = |sel: &Tensor| v.masked_select(sel).mean(tch::Kind::Float).double_value(&[]);
+            (mean(&inside) - mean(&outside)).abs()
+        };
+        let aligned: Vec<f64> = (0..n as i64).map(|i| gap(i, i)).collect();
+        let shifted: Vec<f64> = (0..n as i64).map(|i| gap(i, (i + 1) % n as i64)).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(aligned.iter().all(|&g| g > 0.1), "{aligned:?}");
+        assert!(mean(&aligned) > 2.0 * mean(&shifted), "aligned {} vs shifted {}", mean(&aligned), mean(&shifted));
+        assert!(object_masks(Split::Test, &cfg, &[100]).unwrap_err().to_string().contains("out of range"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | random-weights and ImageNet-weights baselines | [`Backbone::random`], [`Backbone::from_torchvision`] | S1.6, S0.10 |
 //! | STL-10 models on CIFAR-10 (monkey → frog) | [`ood_evaluate`] | S2.T6 |
 //! | how wide is the optimum: ε-sharpness, filter-normalised loss curves, top Hessian eigenvalue | [`width`] | S2.B1 |
+//! | how much of an activation map (or Grad-CAM) lands on the object | [`energy_in_mask`], [`ObjectEnergy`] | S0.7, B6 |
 //! | one table of models × metrics | [`compare`](fn@compare), [`evaluate_models`] | S0.11, S2.T6 |
 //!
 //! Everything a notebook keeps between cells is owned ([`Backbone`], [`Classifier`],
@@ -38,6 +39,7 @@ pub mod finetune;
 pub mod fractions;
 pub mod knn;
 pub mod linear_probe;
+pub mod localization;
 pub mod logistic;
 pub mod ood;
 pub mod width;
@@ -50,6 +52,7 @@ pub use finetune::{fine_tune, fine_tune_snapshots, fine_tune_with, FineTuneConfi
 pub use fractions::{label_fractions, FractionRun, FractionsConfig, FractionsReport, Protocol};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear_probe::{linear_probe, moco_encoder_q, LinearProbeConfig};
+pub use localization::{activation_energy_raw, energy_in_mask, ObjectEnergy};
 pub use logistic::{
     fit_logistic, logistic_probe, logistic_probe_split, ClassReport, LogisticConfig, LogisticModel, Multiclass,
     ProbeReport,

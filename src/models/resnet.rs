@@ -36,12 +36,23 @@ pub struct ResNetConfig {
     /// Start the last BN of each residual branch at zero (Goyal et al. 2017), as torchvision's
     /// `zero_init_residual=True`; off by default, like torchvision.
     pub zero_init_residual: bool,
+    /// Channels of the stem and `layer1` (64 in the paper); each later stage doubles them. A
+    /// narrower network (16 or 32) keeps the depth, the stages and torchvision's names at a
+    /// fraction of the compute — about (width/64)² — which is what lets the `lesson` scale
+    /// pre-train on a laptop CPU (the SimCLR paper's Table 8 / Kolesnikov et al. 2019 show the
+    /// same methods work across widths; wider is better, not required).
+    #[serde(default = "default_width")]
+    pub width: i64,
+}
+
+fn default_width() -> i64 {
+    64
 }
 
 impl Default for ResNetConfig {
     /// ResNet-18, ImageNet stem, no classifier.
     fn default() -> Self {
-        ResNetConfig { depth: Depth::R18, small_images: false, num_classes: None, zero_init_residual: false }
+        ResNetConfig { depth: Depth::R18, small_images: false, num_classes: None, zero_init_residual: false, width: 64 }
     }
 }
 
@@ -51,6 +62,11 @@ impl ResNetConfig {
         self.small_images = small;
         self
     }
+    /// The same config with `width` channels in the stem and `layer1` (64 in the paper).
+    pub fn width(mut self, width: i64) -> Self {
+        self.width = width;
+        self
+    }
     /// The same config with a `num_classes`-way `fc` head.
     pub fn num_classes(mut self, n: i64) -> Self {
         self.num_classes = Some(n);
@@ -58,6 +74,9 @@ impl ResNetConfig {
     }
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
+        if !(4..=1024).contains(&self.width) {
+            return Err(config_err!("ResNetConfig.width must be in 4..=1024 (64 in the paper), got {}", self.width));
+        }
         if let Some(n) = self.num_classes {
             if n < 1 {
                 return Err(config_err!("ResNetConfig.num_classes must be at least 1, got {n}"));
@@ -65,11 +84,12 @@ impl ResNetConfig {
         }
         Ok(())
     }
-    /// Width of the pooled features: 512 for ResNet-18/34, 2048 for ResNet-50.
+    /// Width of the pooled features: 512 for ResNet-18/34, 2048 for ResNet-50 (at width 64;
+    /// 8 × width and 32 × width in general).
     pub fn feature_dim(&self) -> i64 {
         match self.depth {
-            Depth::R18 | Depth::R34 => 512,
-            Depth::R50 => 2048,
+            Depth::R18 | Depth::R34 => 8 * self.width,
+            Depth::R50 => 32 * self.width,
         }
     }
 }
@@ -208,12 +228,13 @@ impl ResNet {
             Depth::R50 => ([3, 4, 6, 3], true),
         };
         let (k, stride) = if config.small_images { (3, 1) } else { (7, 2) };
-        let conv1 = conv(&(p / "conv1"), 3, 64, k, stride);
-        let bn1 = batch_norm(&(p / "bn1"), 64, false);
+        let w = config.width;
+        let conv1 = conv(&(p / "conv1"), 3, w, k, stride);
+        let bn1 = batch_norm(&(p / "bn1"), w, false);
         let expansion = if bottleneck { 4 } else { 1 };
-        let mut c_in = 64;
+        let mut c_in = w;
         let mut layers: [Vec<Block>; 4] = Default::default();
-        for (i, (&n, planes)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+        for (i, (&n, planes)) in blocks.iter().zip([w, 2 * w, 4 * w, 8 * w]).enumerate() {
             let lp = p / format!("layer{}", i + 1);
             for j in 0..n {
                 let stride = if j == 0 && i > 0 { 2 } else { 1 };
@@ -229,7 +250,7 @@ impl ResNet {
     pub fn config(&self) -> &ResNetConfig {
         &self.config
     }
-    /// Width of the pooled features (512 or 2048).
+    /// Width of the pooled features (512 or 2048 at the paper's width).
     pub fn feature_dim(&self) -> i64 {
         self.config.feature_dim()
     }

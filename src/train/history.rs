@@ -216,10 +216,12 @@ impl History {
         crate::files::write_file(path.as_ref(), self.to_jsonl()?.as_bytes())
     }
 
-    /// The learning curve as a figure that renders inline: the loss of every step and the mean
-    /// loss of each epoch (left axis, against the step), and, when the run recorded them, the
-    /// test accuracy and the online kNN accuracy of each epoch in % (right axis, dashed, at the
-    /// epoch's last step).
+    /// The learning curve as a figure that renders inline: the loss of every step, the mean
+    /// loss of each epoch and, for supervised runs, the test loss of each epoch (left axis,
+    /// against the step), and, when the run recorded them, the train accuracy, the test accuracy
+    /// and the online kNN accuracy of each epoch in % (right axis, dashed, at the epoch's last
+    /// step). Train accuracy next to test accuracy, and test loss next to the training loss, is
+    /// what shows memorisation: the train curve climbs while the test curve stays flat.
     ///
     /// # Errors
     /// [`Error::Data`] when the history has no step, or a recorded value is NaN or infinite.
@@ -249,9 +251,17 @@ impl History {
                 self.epochs.iter().map(|e| (epoch_end(e.epoch), e.mean_loss)).collect(),
             ));
         }
+        let test_losses = self.test_losses();
+        if !test_losses.is_empty() {
+            left.push(points("test loss per epoch", test_losses.into_iter().map(|(e, l)| (epoch_end(e), l)).collect()));
+        }
         let percent = |v: Vec<(usize, f64)>| v.into_iter().map(|(e, a)| (epoch_end(e), 100.0 * a)).collect::<Vec<_>>();
         let mut right = vec![];
-        for (name, v) in [("test accuracy %", self.test_accuracies()), ("kNN accuracy %", self.knn_accuracies())] {
+        for (name, v) in [
+            ("train accuracy %", self.train_accuracies()),
+            ("test accuracy %", self.test_accuracies()),
+            ("kNN accuracy %", self.knn_accuracies()),
+        ] {
             if !v.is_empty() {
                 right.push(points(name, percent(v)));
             }
