@@ -38,9 +38,9 @@ pub struct ResNetConfig {
     pub zero_init_residual: bool,
     /// Channels of the stem and `layer1` (64 in the paper); each later stage doubles them. A
     /// narrower network (16 or 32) keeps the depth, the stages and torchvision's names at a
-    /// fraction of the compute — about (width/64)² — which is what lets the `lesson` scale
-    /// pre-train on a laptop CPU (the SimCLR paper's Table 8 / Kolesnikov et al. 2019 show the
-    /// same methods work across widths; wider is better, not required).
+    /// fraction of the compute — about (width/64)² — for pre-training on a laptop CPU (SimCLR,
+    /// Chen et al. 2020, Figure 7, trains ResNet-50 at 1×, 2× and 4× width: wider is better,
+    /// not required).
     #[serde(default = "default_width")]
     pub width: i64,
 }
