@@ -47,6 +47,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod homework;
 pub mod methods;
 mod files;
 pub mod models;

@@ -7,6 +7,7 @@ pub use crate::models::{self, Depth, ResNet, ResNetConfig, Stage};
 pub use crate::viz::{self, Figure, GridConfig, Html, Image, Table};
 pub use tch::{self, nn, nn::OptimizerConfig, Device, Kind, Tensor};
 pub use crate::check;
+pub use crate::homework;
 pub use crate::losses;
 pub use crate::methods::{
     BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod, StepMetrics,

@@ -196,16 +196,24 @@ pub(crate) fn check_views(method: &str, v1: &Tensor, v2: &Tensor, min_batch: i64
     Ok(s1[0])
 }
 
-/// A store's variables as named tensors (sorted by name), renamed by `rename`, for `state()`.
-pub(crate) fn store_state(vs: &nn::VarStore, rename: impl Fn(&str) -> String) -> Vec<(String, Tensor)> {
+/// A store's variables as named tensors (sorted by name), renamed by `rename`, for
+/// [`SslMethod::state`]: a method with a target network returns it as
+/// `store_state(&target, |n| format!("target.{n}"))` (as [`Byol`] does).
+pub fn store_state(vs: &nn::VarStore, rename: impl Fn(&str) -> String) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(name, t)| (rename(&name), t.detach())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
 }
 
 /// Copies `state` entries into the tensors `expected` (name → destination), in place and without
-/// gradients, after checking that the names are exactly the expected ones and the shapes match.
-pub(crate) fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(String, Tensor)]) -> Result<()> {
+/// gradients, after checking that the names are exactly the expected ones and the shapes match:
+/// [`SslMethod::load_state`] of a method whose `state()` comes from [`store_state`] is
+/// `load_named(self.name(), &self.state(), state)`.
+///
+/// # Errors
+/// [`crate::Error::Data`] listing missing and unexpected names; [`crate::Error::Shape`] when a
+/// shape differs.
+pub fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(String, Tensor)]) -> Result<()> {
     use std::collections::HashMap;
     let given: HashMap<&str, &Tensor> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let missing: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).filter(|n| !given.contains_key(n)).collect();
