@@ -44,6 +44,10 @@ pub fn main<A>(
         }
         Ok(Some(args)) => match run(args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(Error::Interrupted(msg)) => {
+                eprintln!("selfsup: {msg}");
+                ExitCode::from(130)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -75,5 +79,32 @@ pub fn process_cpu_seconds() -> f64 {
         t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
     } else {
         f64::NAN
+    }
+}
+
+/// Ctrl-C and SIGTERM (a cluster scheduler's notice) in a training program: the first one asks
+/// the running training to stop after its current step, write a checkpoint and return
+/// [`Error::Interrupted`] (which [`main`] prints with how to continue, exit status 130); a
+/// second one exits at once (status 128 + the signal). Call it at the start of a program that
+/// trains through [`crate::train`]; a program that does not would ignore the first Ctrl-C.
+pub fn install_stop_handlers() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // Only async-signal-safe calls here: an atomic load/store, write(2) and _exit(2).
+        if crate::train::stop_requested() {
+            // SAFETY: _exit is async-signal-safe and ends the process without unwinding.
+            unsafe { libc::_exit(128 + sig) };
+        }
+        crate::train::request_stop();
+        let msg = b"\nselfsup: stopping after this step and writing a checkpoint (press Ctrl-C again to quit at once)\n";
+        // SAFETY: write(2) on stderr with a valid buffer is async-signal-safe.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        }
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int);
+    // SAFETY: installs a handler that only performs async-signal-safe operations.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
 }

@@ -39,6 +39,13 @@ pub enum Error {
     /// and the likely causes.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// Training stopped at the user's request (Ctrl-C, SIGTERM) after writing a checkpoint; the
+    /// message says how to continue.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// A run folder is in use by another process; the message names its PID.
+    #[error("locked: {0}")]
+    Locked(String),
     /// A plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

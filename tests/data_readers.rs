@@ -595,6 +595,14 @@ fn cifar_python_errors() -> Result<()> {
     let msg = err_text(cifar::load_cifar10(&root, Split::Test));
     assert!(msg.contains("no 'labels' entry") && msg.contains("fine_labels"), "{msg}");
 
+    // A damaged shape whose size overflows: a clear error, no overflow (checked arithmetic).
+    let mut p = Pickle::new(2);
+    p.op(b"}(").key("data", false).ndarray_reconstruct(1 << 62, 3072, &[0u8; 16], true);
+    p.key("labels", false).int_list(&[0, 1]).op(b"u");
+    write_test(p.finish())?;
+    let msg = err_text(cifar::load_cifar10(&root, Split::Test));
+    assert!(msg.contains("test_batch") && msg.contains("impossible shape"), "{msg}");
+
     // Not a pickle at all (truncated download).
     write_test(b"\x80\x02}q\x00(U\x04data".to_vec())?;
     let msg = err_text(cifar::load_cifar10(&root, Split::Test));

@@ -721,6 +721,7 @@ fn markdown(r: &Report) -> String {
 }
 
 fn run(a: Args) -> Result<()> {
+    selfsup::cli::install_stop_handlers(); // Ctrl-C: finish the step, checkpoint, say how to go on
     let t0 = Instant::now();
     let (device, why) = pick_device(&a.device)?;
     let device_text = format!("{} ({why})", selfsup::device::describe(device));

@@ -34,7 +34,8 @@ Method and data:
                        --aug-plus --cos), simclr, byol, byol_no_momentum, barlow_twins   [moco_v2]
   --dataset NAME       synthetic | stl10 (unlabelled split) | cifar10 (train split)      [synthetic]
   --data-dir DIR       where stl10_binary/ or cifar-10-batches-*/ are                    [assets/data]
-  --image-size N       side of the augmented crops                          [the dataset's image size]
+  --image-size N       side of the augmented crops, 16..=1024               [the dataset's image size]
+  --subset N           pre-train on the first N images only (quick tries, tests)             [all]
   --output DIR         run folder: checkpoint, config.json, history.jsonl     [runs/<method>_<dataset>]
   --resume PATH        continue the run in PATH (a run folder or its checkpoint.safetensors);
                        the run in --output is continued anyway, --restart starts it over
@@ -44,7 +45,7 @@ main_moco.py options (S4.1):
   -a, --arch NAME      resnet18 | resnet34 | resnet50 (small-image stem below 128 px)  [resnet18]
   -j, --workers N      batches prepared ahead (augmentation runs batched on the device)  [2]
   --epochs N           planned epochs (the schedule spans them)                       [200]
-  --start-epoch N      accepted for compatibility: the epoch comes from the checkpoint
+  --start-epoch N      only 0 is accepted (main_moco.py's default): the epoch comes from the checkpoint
   -b, --batch-size N   images per step                                                [256]
   --lr F               base learning rate                                             [0.03]
   --momentum F         SGD / LARS momentum                                            [0.9]
@@ -52,9 +53,11 @@ main_moco.py options (S4.1):
   --moco-dim N         MoCo feature dimension                                         [128]
   --moco-k N           MoCo queue size (a multiple of the batch size)                 [65536]
   --moco-m F           MoCo momentum of the key encoder                               [0.999]
-  --moco-t F           softmax temperature                                  [0.07; moco_v2: 0.2]
+  --moco-t F           softmax temperature τ; for simclr NT-Xent's τ    [0.07; moco_v2: 0.2; simclr: 0.5]
   --mlp                MLP head (MoCo v2)
   --aug-plus           MoCo v2 augmentation (with blur)
+                       (--moco-dim/-k/-m, --mlp, --aug-plus apply to moco only and --moco-t to moco and
+                       simclr: given for another method they are rejected, not ignored)
   --cos                cosine schedule (else x0.1 at 60% and 80% of the epochs: --schedule 120 160)
 
 More:
@@ -65,7 +68,10 @@ More:
   --precision P        off | bf16 | fp16 (CUDA only)                                  [bf16]
   --knn-every N        online kNN accuracy every N epochs (needs labelled train/test)   [off]
   --checkpoint-every N checkpoint every N steps (and every 10 minutes, and at the end)
-  -h, --help";
+  -h, --help
+
+Ctrl-C or SIGTERM: the current step ends, a checkpoint is written, and the same command continues
+the run; a second Ctrl-C quits at once.";
 
 #[derive(Debug)]
 struct Args {
@@ -73,6 +79,7 @@ struct Args {
     dataset: String,
     data_dir: PathBuf,
     image_size: Option<i64>,
+    subset: Option<usize>,
     output: Option<PathBuf>,
     resume: Option<PathBuf>,
     restart: bool,
@@ -98,6 +105,8 @@ struct Args {
     precision: String,
     knn_every: usize,
     checkpoint_every: Option<usize>,
+    /// The flags given on the command line (to reject those that mean nothing for the method).
+    given: Vec<String>,
 }
 
 impl Default for Args {
@@ -108,6 +117,7 @@ impl Default for Args {
             dataset: "synthetic".into(),
             data_dir: PathBuf::from("assets/data"),
             image_size: None,
+            subset: None,
             output: None,
             resume: None,
             restart: false,
@@ -133,6 +143,7 @@ impl Default for Args {
             precision: "bf16".into(),
             knn_every: 0,
             checkpoint_every: None,
+            given: vec![],
         }
     }
 }
@@ -149,12 +160,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
         // --flag=value as well as --flag value
         let (flag, inline) = selfsup::cli::split_flag(&arg);
         let mut value = || inline.clone().or_else(|| it.next());
+        a.given.push(flag.clone());
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
             "--method" => a.method = parse(&flag, value())?,
             "--dataset" => a.dataset = parse(&flag, value())?,
             "--data-dir" => a.data_dir = parse(&flag, value())?,
             "--image-size" => a.image_size = Some(parse(&flag, value())?),
+            "--subset" => a.subset = Some(parse(&flag, value())?),
             "--output" => a.output = Some(parse(&flag, value())?),
             "--resume" => a.resume = Some(parse(&flag, value())?),
             "--restart" => a.restart = true,
@@ -183,6 +196,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
             other => return Err(Error::Config(format!("unknown option '{other}' (see --help)"))),
         }
     }
+    check_args(&a)?;
     if a.method == "moco_v2" {
         a.mlp = true;
         a.aug_plus = true;
@@ -191,17 +205,88 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
     Ok(Some(a))
 }
 
-/// The pre-training set and, when it has them, labelled train/test sets for the kNN monitor.
+/// Rejects values out of range and options that mean nothing for the chosen method, naming the
+/// option and what to do (the ranges TrainConfig checks itself are left to it).
+fn check_args(a: &Args) -> Result<()> {
+    let moco = matches!(a.method.as_str(), "moco" | "moco_v1" | "moco_v2");
+    let given = |f: &[&str]| a.given.iter().find(|g| f.contains(&g.as_str())).cloned();
+    if !moco {
+        for flags in [&["--moco-dim"][..], &["--moco-k"], &["--moco-m"], &["--mlp"], &["--aug-plus"]] {
+            if let Some(f) = given(flags) {
+                return Err(Error::Config(format!(
+                    "{f} applies to MoCo only, and --method is {}: remove it (the method's own defaults are used)",
+                    a.method
+                )));
+            }
+        }
+        if a.method != "simclr" && a.moco_t.is_some() {
+            return Err(Error::Config(format!(
+                "--moco-t sets the softmax temperature of MoCo and SimCLR; {} has none: remove it",
+                a.method
+            )));
+        }
+    }
+    if let Some(s) = a.image_size {
+        if !(16..=1024).contains(&s) {
+            return Err(Error::Config(format!("--image-size must be in 16..=1024 pixels, got {s}")));
+        }
+    }
+    if let Some(e) = a.start_epoch.filter(|&e| e != 0) {
+        return Err(Error::Config(format!(
+            "--start-epoch {e}: the epoch to continue from comes from the checkpoint in the output folder; remove \
+             the option (run the same command again to continue)"
+        )));
+    }
+    if a.subset == Some(0) {
+        return Err(Error::Config("--subset must be at least 1 image (or left out for all)".into()));
+    }
+    if a.workers > 64 {
+        return Err(Error::Config(format!("--workers must be in 0..=64, got {}", a.workers)));
+    }
+    if let Some(t) = a.moco_t.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(Error::Config(format!("--moco-t must be a positive temperature, got {t}")));
+    }
+    if !(a.moco_m.is_finite() && (0.0..=1.0).contains(&a.moco_m)) {
+        return Err(Error::Config(format!("--moco-m must be in [0, 1], got {}", a.moco_m)));
+    }
+    if !(a.momentum.is_finite() && (0.0..1.0).contains(&a.momentum)) {
+        return Err(Error::Config(format!("--momentum must be in [0, 1), got {}", a.momentum)));
+    }
+    if a.moco_k <= 0 || a.moco_dim <= 0 {
+        return Err(Error::Config(format!(
+            "--moco-k and --moco-dim must be positive, got {} and {}",
+            a.moco_k, a.moco_dim
+        )));
+    }
+    if a.time_budget.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+        return Err(Error::Config("--time-budget must be a positive number of seconds".into()));
+    }
+    Ok(())
+}
+
+/// The pre-training set (its first `--subset` images) and, when it has them and `--knn-every`
+/// asks for them, labelled train/test sets for the kNN monitor.
 fn load_data(a: &Args) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+    let (set, knn) = load_sets(a)?;
+    Ok((a.subset.map_or_else(|| set.clone(), |n| set.head(n)), knn))
+}
+
+fn load_sets(a: &Args) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
     match a.dataset.as_str() {
         "synthetic" => {
-            let cfg = SyntheticConfig::default();
-            let cfg = match a.image_size {
-                Some(s) => cfg.image_size(s as u32),
-                None => cfg,
+            let mut cfg = SyntheticConfig::default();
+            if let Some(s) = a.image_size {
+                cfg = cfg.image_size(s as u32);
+            }
+            if let Some(n) = a.subset {
+                cfg.unlabeled = n; // draw only these
+            }
+            let knn = if a.knn_every > 0 {
+                Some((synthetic::load(Split::Train, &cfg)?, synthetic::load(Split::Test, &cfg)?))
+            } else {
+                None
             };
-            let knn = (synthetic::load(Split::Train, &cfg)?, synthetic::load(Split::Test, &cfg)?);
-            Ok((synthetic::load(Split::Unlabeled, &cfg)?, Some(knn)))
+            Ok((synthetic::load(Split::Unlabeled, &cfg)?, knn))
         }
         "stl10" => {
             let train = || stl10::load(&a.data_dir, Split::Train);
@@ -231,7 +316,7 @@ fn backbone(a: &Args, image_size: i64) -> Result<ResNetConfig> {
     Ok(ResNetConfig { depth, small_images: image_size < 128, ..Default::default() })
 }
 
-fn train_config(a: &Args, output: &std::path::Path) -> Result<TrainConfig> {
+fn train_config(a: &Args) -> Result<TrainConfig> {
     let optimizer = match a.optimizer.as_str() {
         "sgd" => OptimizerConfig::sgd(a.momentum),
         "adam" => OptimizerConfig::adam(),
@@ -251,9 +336,6 @@ fn train_config(a: &Args, output: &std::path::Path) -> Result<TrainConfig> {
         "fp16" => Precision::Fp16,
         other => return Err(Error::Config(format!("unknown --precision '{other}': use off, bf16 or fp16"))),
     };
-    if let Some(e) = a.start_epoch {
-        println!("note: --start-epoch {e} ignored: the run continues from the checkpoint in {}", output.display());
-    }
     Ok(TrainConfig {
         epochs: a.epochs,
         max_steps: a.max_steps,
@@ -273,6 +355,7 @@ fn train_config(a: &Args, output: &std::path::Path) -> Result<TrainConfig> {
 }
 
 fn run(a: Args) -> Result<()> {
+    selfsup::cli::install_stop_handlers();
     let device = selfsup::pick_device();
     let (set, knn_sets) = load_data(&a)?;
     let image_size = a.image_size.unwrap_or(set.image_size().0);
@@ -283,13 +366,15 @@ fn run(a: Args) -> Result<()> {
         Some(p) => p.clone(),
         None => a.output.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}_{}", a.method, a.dataset))),
     };
-    let cfg = train_config(&a, &output)?;
+    let cfg = train_config(&a)?;
     let bb = backbone(&a, image_size)?;
     let knn_cfg = KnnConfig { every_epochs: a.knn_every.max(1), ..KnnConfig::default() };
     let knn = match (&knn_sets, a.knn_every) {
         (Some((train, test)), n) if n > 0 => Some(KnnMonitor { train, test, config: &knn_cfg }),
         _ => None,
     };
+    // --seed decides the initial weights too, so the same command gives the same run.
+    selfsup::seed_everything(a.seed);
     let (mut method, augment): (Box<dyn SslMethod>, TwoViews) = match a.method.as_str() {
         "moco" | "moco_v1" | "moco_v2" => {
             let base = if a.mlp { MocoConfig::v2() } else { MocoConfig::v1() };

@@ -213,6 +213,27 @@ pub fn load(source: &CifarSource, split: Split, labels: Cifar100Labels) -> Resul
         targets.extend_from_slice(&lb);
     }
     let n = targets.len() as i64;
+    if pixels.len() != targets.len() * IMAGE_BYTES {
+        return Err(Error::Data(format!(
+            "{}: {} bytes of pixels for {n} labels, expected {} (3x32x32 per image); a file is damaged, download again",
+            source.dir.display(),
+            pixels.len(),
+            targets.len() * IMAGE_BYTES
+        )));
+    }
+    let official = match split {
+        Split::Train => 50_000,
+        _ => 10_000,
+    };
+    if n != official {
+        eprintln!(
+            "selfsup: warning: {} / {} in {} holds {n} images, the official one {official}: a file is missing or \
+             truncated (or a modified copy); results will not be comparable to published numbers",
+            source.dataset.name(),
+            split.name(),
+            source.dir.display()
+        );
+    }
     let images = Tensor::from_slice(&pixels).view([n, 3, 32, 32]); // R, G, B planes, rows of 32
     drop(pixels);
     let suffix = match (source.dataset, labels) {
@@ -446,7 +467,7 @@ fn integers(v: Value) -> Option<Vec<i64>> {
             }
             let n = a.shape[0];
             let size = a.raw.len().checked_div(n).unwrap_or(1);
-            if a.raw.len() != n * size || !matches!(size, 1 | 2 | 4 | 8) {
+            if n.checked_mul(size) != Some(a.raw.len()) || !matches!(size, 1 | 2 | 4 | 8) {
                 return None;
             }
             // Item sizes 1 (uint8) and 2/4/8 (little-endian signed ints, numpy's default).
@@ -515,7 +536,11 @@ impl NdArray {
             }
             n => return Err(format!("is a tuple of {n} items, expected a numpy array's pickled state")),
         };
-        let count: usize = shape.iter().product();
+        // Checked: a damaged file may claim a shape whose product overflows.
+        let count = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("claims the impossible shape {shape:?} (its size overflows)"))?;
         if shape.len() == 2 && raw.len() != count {
             // 2-D arrays here are always uint8 pixels: one byte per element.
             return Err(format!(

@@ -9,6 +9,12 @@
 //! [`EXTENSIONS`]. Images are converted to RGB (alpha dropped, grayscale repeated); EXIF
 //! orientation is not applied, as PIL does not apply it either.
 //!
+//! Deviation: folders and files whose name starts with '.' and `__MACOSX` folders (what zip
+//! tools and macOS leave behind) are skipped, where torchvision would make them classes.
+//! A file that does not decode stops the load naming it ([`BadImage::Fail`], the default) or
+//! is skipped with a warning ([`BadImage::Skip`]); the memory the images need is checked
+//! against the memory available before anything is allocated.
+//!
 //! Why resize at load time: an [`ImageSet`] is one `[N, 3, H, W]` tensor, so every image needs
 //! the same size. [`ResizeMode::CenterCrop`] (the default) keeps the aspect ratio: shorter side
 //! to the size, then the centre square, like `Resize(s)` + `CenterCrop(s)`.
@@ -39,6 +45,16 @@ pub enum ResizeMode {
     Stretch,
 }
 
+/// What to do with an image file that cannot be read or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum BadImage {
+    /// Stop the load with an error naming the file (the default: nothing is silently missing).
+    #[default]
+    Fail,
+    /// Leave the file out, and print one warning naming how many and which were left out.
+    Skip,
+}
+
 /// How to read an image folder.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FolderConfig {
@@ -49,12 +65,15 @@ pub struct FolderConfig {
     pub resize: ResizeMode,
     /// Keep at most this many images per class (the first ones in torchvision order).
     pub max_per_class: Option<usize>,
+    /// What to do with a file that does not decode. Fail.
+    #[serde(default)]
+    pub on_bad_image: BadImage,
 }
 
 impl Default for FolderConfig {
     /// 224×224, centre crop, every image.
     fn default() -> Self {
-        FolderConfig { image_size: 224, resize: ResizeMode::CenterCrop, max_per_class: None }
+        FolderConfig { image_size: 224, resize: ResizeMode::CenterCrop, max_per_class: None, on_bad_image: BadImage::Fail }
     }
 }
 
@@ -67,6 +86,11 @@ impl FolderConfig {
     /// The same config with another resize mode.
     pub fn resize(mut self, mode: ResizeMode) -> Self {
         self.resize = mode;
+        self
+    }
+    /// The same config skipping (or not) the files that do not decode.
+    pub fn on_bad_image(mut self, what: BadImage) -> Self {
+        self.on_bad_image = what;
         self
     }
     /// The same config keeping at most `n` images per class.
@@ -113,7 +137,7 @@ pub fn scan(root: impl AsRef<Path>) -> Result<FolderIndex> {
     for entry in entries {
         let entry = entry?;
         // `metadata` follows symbolic links, as `DirEntry.is_dir()` does in Python.
-        if std::fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false) {
+        if !skipped(&entry.file_name()) && std::fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false) {
             classes.push(entry.file_name());
         }
     }
@@ -160,7 +184,7 @@ pub fn load(root: impl AsRef<Path>, cfg: &FolderConfig) -> Result<ImageSet> {
     let s = cfg.image_size as usize;
     let per_image = 3 * s * s;
     let n = index.samples.len();
-    let mut pixels = vec![0u8; n * per_image];
+    let mut pixels = allocate(n, per_image, cfg, root)?;
     let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).clamp(1, 16);
     let chunk = n.div_ceil(threads).max(1);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
@@ -168,20 +192,50 @@ pub fn load(root: impl AsRef<Path>, cfg: &FolderConfig) -> Result<ImageSet> {
             .chunks_mut(chunk * per_image)
             .zip(index.samples.chunks(chunk))
             .map(|(px, files)| {
-                scope.spawn(move || -> Result<()> {
-                    for (out, (path, _)) in px.chunks_mut(per_image).zip(files) {
-                        decode_into(path, cfg, out)?;
-                    }
-                    Ok(())
+                scope.spawn(move || -> Vec<Result<()>> {
+                    px.chunks_mut(per_image).zip(files).map(|(out, (path, _))| decode_into(path, cfg, out)).collect()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Data("an image decoding thread panicked".into()))))
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| vec![Err(Error::Data("an image decoding thread panicked".into()))])
+            })
             .collect()
     });
-    results.into_iter().collect::<Result<()>>()?;
+    // The failures, in sample order: the first stops the load, or all are left out.
+    let failed: Vec<(usize, Error)> =
+        results.into_iter().enumerate().filter_map(|(i, r)| r.err().map(|e| (i, e))).collect();
+    let mut n = n;
+    if let Some((_, first)) = failed.first() {
+        if cfg.on_bad_image == BadImage::Fail {
+            return Err(Error::Data(format!(
+                "{first} ({} unreadable image(s) in {}; FolderConfig::on_bad_image(BadImage::Skip) leaves them out)",
+                failed.len(),
+                root.display()
+            )));
+        }
+        eprintln!("selfsup: warning: left out {} unreadable image(s) of {}; the first: {first}", failed.len(), root.display());
+        let bad: HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+        let mut kept = 0;
+        for i in 0..n {
+            if !bad.contains(&i) {
+                pixels.copy_within(i * per_image..(i + 1) * per_image, kept * per_image);
+                kept += 1;
+            }
+        }
+        pixels.truncate(kept * per_image);
+        let mut i = 0;
+        index.samples.retain(|_| {
+            i += 1;
+            !bad.contains(&(i - 1))
+        });
+        n = kept;
+        if n == 0 {
+            return Err(Error::Data(format!("no image of {} could be read", root.display())));
+        }
+    }
     let labels: Vec<i64> = index.samples.iter().map(|(_, l)| *l).collect();
     let images = Tensor::from_slice(&pixels).view([n as i64, 3, s as i64, s as i64]);
     let name = root
@@ -195,6 +249,47 @@ pub fn load(root: impl AsRef<Path>, cfg: &FolderConfig) -> Result<ImageSet> {
         .collect::<Vec<_>>()
         .join("/");
     ImageSet::new(images, Some(Tensor::from_slice(&labels)), index.class_names, name)
+}
+
+/// Names left out of the scan: hidden ones ('.git', '._x.jpg') and macOS zip leftovers.
+fn skipped(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name == "__MACOSX"
+}
+
+/// Bytes of memory available to this process (`MemAvailable` of /proc/meminfo), when known.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The zeroed pixel buffer of `n` images, after checking that it fits in memory: an error
+/// that says how much is needed and what to do, rather than an abort.
+fn allocate(n: usize, per_image: usize, cfg: &FolderConfig, root: &Path) -> Result<Vec<u8>> {
+    let gb = |b: u64| b as f64 / 1e9;
+    let advice = |need: u64, have: Option<u64>| {
+        let have = have.map_or(String::new(), |h| format!(", and {:.2} GB are available", gb(h)));
+        Error::Data(format!(
+            "{n} images of {root} at {s}x{s} need {need:.2} GB of memory{have}: load fewer \
+             (FolderConfig::max_per_class) or smaller ones (image_size(96) needs {small:.2} GB)",
+            root = root.display(),
+            s = cfg.image_size,
+            need = gb(need),
+            small = gb((n as u64).saturating_mul(3 * 96 * 96)),
+        ))
+    };
+    let Some(bytes) = n.checked_mul(per_image) else { return Err(advice(u64::MAX, available_memory())) };
+    if let Some(have) = available_memory() {
+        if bytes as u64 > have {
+            return Err(advice(bytes as u64, Some(have)));
+        }
+    }
+    let mut pixels = Vec::new();
+    pixels.try_reserve_exact(bytes).map_err(|_| advice(bytes as u64, available_memory()))?;
+    pixels.resize(bytes, 0);
+    Ok(pixels)
 }
 
 /// Decodes one image, converts it to RGB, resizes it and writes it channel-major into `out`.
@@ -237,6 +332,9 @@ fn walk_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
         for entry in entries {
             let entry = entry?;
             let path = entry.path();
+            if skipped(&entry.file_name()) {
+                continue;
+            }
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_dir() => stack.push(path),
                 Ok(_) => {

@@ -142,6 +142,7 @@ pub fn load(dir: impl AsRef<Path>, split: impl Into<Stl10Split>) -> Result<Image
             let stem = if split == Stl10Split::Train { "train" } else { "test" };
             let x_path = dir.join(format!("{stem}_X.bin"));
             let n = image_count(&x_path)?;
+            warn_unofficial(&x_path, n, if split == Stl10Split::Train { TRAIN_LEN } else { 8_000 });
             let labels = read_labels(&dir.join(format!("{stem}_y.bin")), &x_path, n)?;
             // Map, fix the column-major layout, and copy once into a contiguous tensor.
             let images = map_images(&x_path, n)?.contiguous(); // [N, 3, 96, 96]
@@ -150,12 +151,15 @@ pub fn load(dir: impl AsRef<Path>, split: impl Into<Stl10Split>) -> Result<Image
         Stl10Split::Unlabeled => {
             let x_path = dir.join("unlabeled_X.bin");
             let n = image_count(&x_path)?;
+            warn_unofficial(&x_path, n, 100_000);
             let images = map_images(&x_path, n)?; // [N, 3, 96, 96], a strided view of the map
             ImageSet::new(images, None, names, name)
         }
         Stl10Split::TrainUnlabeled => {
             let paths = [dir.join("train_X.bin"), dir.join("unlabeled_X.bin")];
             let counts = [image_count(&paths[0])?, image_count(&paths[1])?];
+            warn_unofficial(&paths[0], counts[0], TRAIN_LEN);
+            warn_unofficial(&paths[1], counts[1], 100_000);
             let images = map_concatenated(&paths, &counts)?; // [N1 + N2, 3, 96, 96]
             ImageSet::new(images, None, names, name)
         }
@@ -277,6 +281,20 @@ fn remap(labels: &Tensor, what: &str) -> Result<Tensor> {
 }
 
 /// Number of whole images in an `_X.bin` file, checking that nothing is left over.
+/// Prints a warning when a split holds another number of images than the official release: a
+/// file truncated exactly on an image boundary passes the size check.
+fn warn_unofficial(path: &Path, n: usize, official: usize) {
+    if n != official {
+        eprintln!(
+            "selfsup: warning: {} holds {} images, the official STL-10 file {}: it is truncated or modified \
+             (download it again for comparable results)",
+            path.display(),
+            thousands(n as u64),
+            thousands(official as u64)
+        );
+    }
+}
+
 fn image_count(path: &Path) -> Result<usize> {
     let len = file_len(path, "STL-10 images", HINT)?;
     if len == 0 || len % IMAGE_BYTES != 0 {

@@ -164,14 +164,18 @@ pub fn fine_tune(
     check_sets(train)?;
     let mut clf = new_classifier(backbone, train, cfg)?;
     let net = clf.net();
-    let history = train::train_supervised(
+    // The backbone is an input of the fine-tuning: another backbone is another run.
+    let init = train::identity::weights_fingerprint(clf.vs())?;
+    let history = train::train_supervised_in(
         clf.vs(),
         |x, t| net.forward_until(x, Stage::Fc, t),
         train,
         test,
         &cfg.augment,
         &cfg.train_config(),
-        out_dir,
+        out_dir.as_ref(),
+        false,
+        Some(init),
     )?;
     clf.history = history;
     Ok(clf)
@@ -225,6 +229,7 @@ pub fn fine_tune_with(
         )));
     }
     let mut clf = new_classifier(backbone, train, cfg)?;
+    let init = train::identity::weights_fingerprint(clf.vs())?; // before the first chunk trains them
     callback(0, &clf)?;
     let epochs = cfg.train.epochs;
     let mut stops: Vec<usize> = (every_epochs..epochs).step_by(every_epochs).collect();
@@ -247,6 +252,7 @@ pub fn fine_tune_with(
             &tc,
             out_dir,
             true, // one chunk of the run: no "stopped, run again" line between snapshots
+            Some(init.clone()),
         )?;
         clf.history = history;
         callback(stop, &clf)?;

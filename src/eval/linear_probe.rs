@@ -178,15 +178,19 @@ pub fn linear_probe(
     clf.normalization = cfg.augment.output_normalization();
     clf.name = format!("{} + linear probe", backbone.name);
     let net = clf.net();
+    // The backbone is an input of the probe: a probe of another backbone is another run.
+    let init = train::identity::weights_fingerprint(clf.vs())?;
     // Eval mode throughout (train = false): frozen BatchNorm statistics, as main_lincls.py.
-    let history = train::train_supervised(
+    let history = train::train_supervised_in(
         clf.vs(),
         |x, _train| net.forward_until(x, Stage::Fc, false),
         train,
         test,
         &cfg.augment,
         &cfg.train,
-        out_dir,
+        out_dir.as_ref(),
+        false,
+        Some(init),
     )?;
     clf.history = history;
     Ok(clf)

@@ -155,6 +155,9 @@ impl SslMethod for BarlowTwins {
     fn name(&self) -> &str {
         "barlow_twins"
     }
+    fn config_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
 
     /// Projections of both views (separately, each with its own BatchNorm statistics, as the
     /// official code), their cross-correlation C `[D, D]`, and `Σ(1 − C_ii)² + λ Σ_{i≠j} C_ij²`.

@@ -266,6 +266,9 @@ impl SslMethod for Byol {
     fn name(&self) -> &str {
         "byol"
     }
+    fn config_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
 
     /// Online projections and predictions of both views, target projections of both views (no
     /// gradient), and the symmetric loss `‖p̄1 − z̄′2‖² + ‖p̄2 − z̄′1‖²` (BYOL Eq. 2, symmetrised).

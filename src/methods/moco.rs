@@ -439,6 +439,9 @@ impl SslMethod for Moco {
             "moco_v1"
         }
     }
+    fn config_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
 
     /// One MoCo step in builder.py's order. The momentum update of the key encoder happens here,
     /// between the queries and the keys (as builder.py's `forward`), using the query encoder as the

@@ -158,6 +158,18 @@ pub trait SslMethod {
         Vec::new()
     }
 
+    /// The method's settings as JSON (its `<Name>Config`: τ, momentum, queue size, heads,
+    /// backbone), recorded in the run's identity so that resuming or loading a run with other
+    /// settings is refused, naming the setting that differs (see [`crate::train::identity`]).
+    ///
+    /// `None` by default: a method of your own may leave it so, and the engine then identifies
+    /// runs by the names and shapes of the method's variables and state only, and prints a note
+    /// that a change of its other settings (a temperature, say) cannot be detected. Return
+    /// `serde_json::to_value(&self.config).ok()` to be safe.
+    fn config_json(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Restores what [`SslMethod::state`] returned.
     ///
     /// # Errors

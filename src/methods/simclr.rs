@@ -143,6 +143,9 @@ impl SslMethod for SimClr {
     fn name(&self) -> &str {
         "simclr"
     }
+    fn config_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.config).ok()
+    }
 
     /// Both views through the encoder as one batch of 2N (BatchNorm statistics over all 2N, as
     /// the official code concatenates the views), then NT-Xent.

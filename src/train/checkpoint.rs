@@ -7,7 +7,14 @@
 //!   scale, history, config) as the `u8` tensor `meta`, so that one file — written to a
 //!   temporary name and renamed — holds a consistent snapshot;
 //! - `config.json`: the [`TrainConfig`] of the latest call, for people and notebooks;
-//! - `history.jsonl`: the [`History`], appended while training.
+//! - `history.jsonl`: the [`History`], appended while training;
+//! - `run.json`: the run's [`super::identity::RunIdentity`] (method settings, augmentations,
+//!   data), for people; the copy inside the checkpoint is the one that is checked on resume;
+//! - `.lock`: the lock a trainer holds while it works in the folder (it holds the trainer's PID).
+//!
+//! Every file is written through [`write_atomic`] (temporary file, fsync, rename, fsync of the
+//! folder), and no checkpoint holds a non-finite number: the engine checks the loss, and every
+//! float tensor of a checkpoint is checked finite before it is written ([`first_non_finite`]).
 //!
 //! No random-generator state is stored: the loader's order derives from (seed, epoch) and every
 //! step's augmentation and libtorch generators from (seed, step), so the step number is the
@@ -54,6 +61,10 @@ pub struct CheckpointMeta {
     pub config: TrainConfig,
     /// The run's history up to `step`.
     pub history: History,
+    /// What else determines the run's trajectory (method settings, augmentations, data); `None`
+    /// in checkpoints written before selfsup recorded it.
+    #[serde(default)]
+    pub identity: Option<super::identity::RunIdentity>,
 }
 
 /// A loaded checkpoint: meta data and three groups of named tensors (on the CPU).
@@ -69,24 +80,7 @@ pub struct Checkpoint {
     pub optimizer: Vec<(String, Tensor)>,
 }
 
-/// Writes a file through `write(tmp)` to a temporary name beside `path`, then renames it over
-/// `path`: a failure (or a killed process) leaves any previous file at `path` as it was, and the
-/// temporary file is removed on error.
-///
-/// # Errors
-/// The error of `write`, or [`Error::Io`] from the rename.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(Error::from));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::files::{sweep_temp_files, write_atomic, RunLock, LOCK_FILE};
 
 /// `<dir>/checkpoint.safetensors`.
 pub fn checkpoint_path(dir: impl AsRef<Path>) -> PathBuf {
@@ -185,6 +179,25 @@ impl Checkpoint {
 /// [`Error::Data`] listing the variables missing from `tensors` and the tensors that name no
 /// variable; [`Error::Shape`] when a shape differs.
 pub fn load_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
+    check_vars(vs, tensors)?;
+    let vars = vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, t) in tensors {
+            if let Some(var) = vars.get(name) {
+                let mut var = var.shallow_clone();
+                var.f_copy_(t)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Checks that `tensors` name exactly the variables of `vs`, with their shapes, without changing
+/// anything (validate first, then copy: a failed load leaves the model as it was).
+///
+/// # Errors
+/// As [`load_vars`].
+pub fn check_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
     let vars = vs.variables();
     let missing: Vec<&String> = vars.keys().filter(|k| !tensors.iter().any(|(n, _)| n == *k)).collect();
     let unknown: Vec<&String> = tensors.iter().map(|(n, _)| n).filter(|n| !vars.contains_key(*n)).collect();
@@ -199,22 +212,72 @@ pub fn load_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> 
             show(&unknown)
         )));
     }
-    tch::no_grad(|| -> Result<()> {
-        for (name, t) in tensors {
-            if let Some(var) = vars.get(name) {
-                if var.size() != t.size() {
-                    return Err(Error::shape(
-                        format!("checkpoint variable '{name}'"),
-                        format!("{:?}", var.size()),
-                        &t.size(),
-                    ));
-                }
-                let mut var = var.shallow_clone();
-                var.f_copy_(t)?;
+    for (name, t) in tensors {
+        if let Some(var) = vars.get(name) {
+            if var.size() != t.size() {
+                return Err(Error::shape(
+                    format!("checkpoint variable '{name}'"),
+                    format!("{:?}", var.size()),
+                    &t.size(),
+                ));
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
+}
+
+/// Checks that `given` (a checkpoint's method state) holds exactly the names of `expected` (the
+/// method's current state) with the same shapes, before anything is copied.
+///
+/// # Errors
+/// [`Error::Data`] naming the missing and unexpected entries; [`Error::Shape`] for a shape.
+pub(crate) fn check_named(what: &str, expected: &[(String, Tensor)], given: &[(String, Tensor)]) -> Result<()> {
+    let missing: Vec<&str> =
+        expected.iter().map(|(n, _)| n.as_str()).filter(|n| !given.iter().any(|(g, _)| g == n)).collect();
+    let unknown: Vec<&str> =
+        given.iter().map(|(n, _)| n.as_str()).filter(|n| !expected.iter().any(|(e, _)| e == n)).collect();
+    if !missing.is_empty() || !unknown.is_empty() {
+        let show = |v: &[&str]| v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        return Err(Error::Data(format!(
+            "the checkpoint's {what} does not fit: {} entries missing ({}), {} unknown ({}); was it saved by \
+             another method or config?",
+            missing.len(),
+            show(&missing),
+            unknown.len(),
+            show(&unknown)
+        )));
+    }
+    for (name, e) in expected {
+        if let Some((_, g)) = given.iter().find(|(n, _)| n == name) {
+            if g.size() != e.size() {
+                return Err(Error::shape(format!("the checkpoint's {what} '{name}'"), format!("{:?}", e.size()), &g.size()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The name (`<group>/<name>`) of the first floating-point tensor in `groups` that holds a NaN
+/// or an infinity, checked with one read from the device.
+///
+/// # Errors
+/// [`Error::Torch`] when a tensor cannot be read.
+pub fn first_non_finite(groups: &[(&str, &[(String, Tensor)])]) -> Result<Option<String>> {
+    let mut names = vec![];
+    let mut flags = vec![];
+    for (group, tensors) in groups {
+        for (name, t) in tensors.iter() {
+            if t.defined() && t.is_floating_point() && t.numel() > 0 {
+                names.push(format!("{group}/{name}"));
+                flags.push(tch::no_grad(|| t.detach().isfinite().all().to_device(Device::Cpu)));
+            }
+        }
+    }
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    let ok = Vec::<bool>::try_from(&Tensor::f_stack(&flags, 0)?)?;
+    Ok(ok.iter().position(|f| !f).map(|i| names[i].clone()))
 }
 
 /// The history saved in the checkpoint of `dir` (consistent with its weights; the
@@ -232,7 +295,13 @@ pub fn load_history(dir: impl AsRef<Path>) -> Result<History> {
 /// # Errors
 /// As [`Checkpoint::load`] and [`load_vars`].
 pub fn load_online(dir: impl AsRef<Path>, vs: &nn::VarStore) -> Result<CheckpointMeta> {
-    let ck = Checkpoint::load(dir)?;
+    let ck = Checkpoint::load(&dir)?;
+    if let Some(name) = first_non_finite(&[("online", &ck.online)])? {
+        return Err(Error::Data(format!(
+            "{}: '{name}' holds NaN or infinite values; the checkpoint is damaged: train again",
+            checkpoint_path(dir).display()
+        )));
+    }
     load_vars(vs, &ck.online)?;
     Ok(ck.meta)
 }

@@ -24,6 +24,8 @@ use crate::augment::{self, Augment, AugmentRng, MultiView};
 use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
 use crate::error::{config_err, Error, Result};
 use crate::methods::{scalar_f64, SslMethod, StepMetrics, StepOutput};
+use super::identity::{self, RunIdentity, IDENTITY_FILE};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -53,6 +55,19 @@ pub(crate) trait Trainee {
     fn after_step(&mut self, step: usize, total: usize) -> Result<()>;
     /// Fills the evaluation fields of an epoch record; `steps` are the epoch's step records.
     fn end_epoch(&mut self, epoch: usize, last: bool, steps: &[StepRecord], record: &mut EpochRecord) -> Result<()>;
+    /// What identifies the run besides the train config and the data (see [`super::identity`]):
+    /// the method's described settings (`Null` when it does not describe them), the
+    /// augmentations and the starting weights' fingerprint where they are an input.
+    fn identity_parts(&self) -> Result<IdentityParts>;
+}
+
+/// The trainee's share of a [`RunIdentity`].
+pub(crate) struct IdentityParts {
+    pub method: Value,
+    pub augment: Value,
+    pub init: Value,
+    /// The method could describe its settings but does not (a student's `SslMethod`).
+    pub undescribed: bool,
 }
 
 pub(crate) struct SslTrainee<'a, M: SslMethod + ?Sized, A: MultiView> {
@@ -97,6 +112,11 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
     fn after_step(&mut self, step: usize, total: usize) -> Result<()> {
         self.method.after_step(step, total)
     }
+    fn identity_parts(&self) -> Result<IdentityParts> {
+        let method = self.method.config_json();
+        let augment = serde_json::to_value([self.augment.pipeline(0), self.augment.pipeline(1)])?;
+        Ok(IdentityParts { undescribed: method.is_none(), method: method.unwrap_or(Value::Null), augment, init: Value::Null })
+    }
     fn end_epoch(&mut self, epoch: usize, last: bool, _steps: &[StepRecord], record: &mut EpochRecord) -> Result<()> {
         if let Some(knn) = &self.knn {
             if (epoch + 1) % knn.config.every_epochs == 0 || last || epoch + 1 == self.epochs {
@@ -116,6 +136,9 @@ pub(crate) struct SupervisedTrainee<'a, F: Fn(&Tensor, bool) -> Result<Tensor>> 
     pub augment: &'a Augment,
     pub test: Option<&'a ImageSet>,
     pub batch_size: usize,
+    /// Fingerprint of the starting weights when they are an input of the run (a probe's or a
+    /// fine-tuning's backbone, [`super::identity::weights_fingerprint`]).
+    pub init: Option<String>,
 }
 
 impl<F: Fn(&Tensor, bool) -> Result<Tensor>> SupervisedTrainee<'_, F> {
@@ -168,6 +191,14 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
     }
     fn after_step(&mut self, _step: usize, _total: usize) -> Result<()> {
         Ok(())
+    }
+    fn identity_parts(&self) -> Result<IdentityParts> {
+        Ok(IdentityParts {
+            method: Value::Null,
+            augment: serde_json::to_value(self.augment)?,
+            init: self.init.clone().map_or(Value::Null, Value::String),
+            undescribed: false,
+        })
     }
     fn end_epoch(&mut self, _epoch: usize, _last: bool, steps: &[StepRecord], record: &mut EpochRecord) -> Result<()> {
         let acc: Vec<f64> = steps.iter().filter_map(|s| s.metrics.get("accuracy").copied()).collect();
@@ -279,6 +310,58 @@ fn diverged(loss: f64, step: usize, epoch: usize, lr: f64, last_checkpoint: Opti
     ))
 }
 
+/// The error for a resume or load whose run identity differs from the checkpoint's.
+fn identity_mismatch(out_dir: &Path, finished: bool, field: &str, was: &str, now: &str) -> Error {
+    let leaf = field.rsplit(['.', '[']).next().unwrap_or(field).trim_end_matches(']');
+    let value = now.trim_matches('"');
+    let simple = value.len() <= 16 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+    let suggestion = if simple && !field.ends_with("fingerprint") && field != "init" {
+        format!("{}-{leaf}-{value}", out_dir.display())
+    } else {
+        format!("{}-2", out_dir.display())
+    };
+    let what = if field == "init" {
+        " (the starting weights: a probe or fine-tuning of another backbone, or one pre-trained again)"
+    } else if field.starts_with("dataset") {
+        " (other images)"
+    } else if field.starts_with("model") || field.starts_with("state") {
+        " (another architecture or method setting)"
+    } else {
+        ""
+    };
+    config_err!(
+        "{} holds a{} run with another {field}: {was} there, {now} now{what}, so loading it would give you that run, \
+         not this one. Train this setting in its own folder (out_dir \"{suggestion}\"), or set resume(false) to \
+         overwrite that run",
+        out_dir.display(),
+        if finished { " finished" } else { "n unfinished" }
+    )
+}
+
+/// The error for weights that are no longer finite when a checkpoint is due.
+fn non_finite_weights(
+    name: &str,
+    step: usize,
+    last_checkpoint: Option<usize>,
+    first_metric: Option<&(usize, String)>,
+    out_dir: &Path,
+) -> Error {
+    let ck = match last_checkpoint {
+        Some(s) => format!("The checkpoint in {} (step {s}) is intact and finite.", out_dir.display()),
+        None => "No checkpoint was written.".into(),
+    };
+    let metric = match first_metric {
+        Some((s, m)) => format!(" The first non-finite logged number was '{m}' at step {s}."),
+        None => String::new(),
+    };
+    Error::Diverged(format!(
+        "'{name}' holds NaN or infinite values after step {step}, though the loss stayed finite: the gradients \
+         overflowed (bf16/fp16) or a method's state went bad.{metric} This checkpoint was not written. {ck} Try a \
+         lower learning rate, gradient clipping (grad_clip), or Precision::Off, then run again with resume(false) or \
+         another out_dir."
+    ))
+}
+
 /// The loop; see the module docs of `train`.
 pub(crate) fn run<T: Trainee + ?Sized>(
     t: &mut T,
@@ -308,7 +391,32 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     }
     let mut scaler = fp16.then(LossScaler::default);
 
-    // Resume.
+    // One trainer per folder (a second one would overwrite this one's checkpoints); the
+    // temporary files of a killed trainer's interrupted writes go.
+    let _lock = crate::files::RunLock::acquire(out_dir)?;
+    for stale in crate::files::sweep_temp_files(out_dir)? {
+        progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
+    }
+    let parts = t.identity_parts()?;
+    if parts.undescribed {
+        progress.warn(&format!(
+            "note: the method '{}' does not describe its settings (SslMethod::config_json), so a run in {} is \
+             recognised by its variables' shapes, augmentations and data only: after changing another setting \
+             (a temperature, say), use a new out_dir or resume(false)",
+            t.name(),
+            out_dir.display()
+        ));
+    }
+    let identity = RunIdentity {
+        method: parts.method,
+        model: identity::store_signature(t.vars()),
+        state: identity::signature(&t.state()),
+        augment: parts.augment,
+        dataset: identity::dataset_identity(set)?,
+        init: parts.init,
+    };
+
+    // Resume: everything is read and checked before the first variable changes.
     let mut history = History::new();
     let mut start = 0;
     let mut carried_secs = 0.0;
@@ -332,6 +440,18 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                 out_dir.display()
             ));
         }
+        match &m.identity {
+            Some(saved) => {
+                if let Some((field, was, now)) = identity::first_difference(saved, &identity) {
+                    return Err(identity_mismatch(out_dir, m.finished, &field, &was, &now));
+                }
+            }
+            None => progress.warn(&format!(
+                "note: {} was written by an older selfsup that did not record the method's settings, augmentations \
+                 and data, so they cannot be checked: if you changed any, use another out_dir or resume(false)",
+                out_dir.display()
+            )),
+        }
         if m.total_steps != total || m.steps_per_epoch != spe {
             return Err(config_err!(
                 "{} holds a run of {} steps ({} per epoch) but this data gives {total} ({spe} per epoch): another dataset? \
@@ -341,9 +461,18 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                 m.steps_per_epoch
             ));
         }
+        checkpoint::check_vars(t.vars(), &ck.online)?;
+        checkpoint::check_named("method state", &t.state(), &ck.state)?;
+        if let Some(name) = checkpoint::first_non_finite(&[("online", &ck.online), ("state", &ck.state)])? {
+            return Err(Error::Data(format!(
+                "{}: the checkpoint's '{name}' holds NaN or infinite values, so it is damaged; delete the folder \
+                 (or set resume(false)) to train again",
+                out_dir.display()
+            )));
+        }
+        opt.load_state(&ck.optimizer)?; // this call's own optimizer: nothing the user sees changes yet
         checkpoint::load_vars(t.vars(), &ck.online)?;
         t.load_state(&ck.state)?;
-        opt.load_state(&ck.optimizer)?;
         start = m.step;
         carried_secs = m.epoch_seconds;
         last_checkpoint = Some(m.step);
@@ -388,6 +517,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
         ));
     }
     crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+    crate::files::write_file(&out_dir.join(IDENTITY_FILE), &serde_json::to_vec_pretty(&identity)?)?;
     let writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &history)?;
     let progress = Progress::new(cfg.progress, cfg.log_every, start);
     let mut log = StepLog {
@@ -397,12 +527,14 @@ pub(crate) fn run<T: Trainee + ?Sized>(
         writer,
         collapse: CollapseMonitor::new(cfg.collapse_warn_fraction),
         progress,
+        first_non_finite: None,
     };
     let plan = RunPlan { epochs: cfg.epochs, steps_per_epoch: spe, stop_at, out_dir };
     let session = Instant::now();
     let mut last_save = Instant::now();
     let mut step = start;
     let mut budget_hit = false;
+    let mut interrupted = false;
 
     let outcome = (|| -> Result<()> {
         while step < stop_at {
@@ -439,7 +571,8 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                     end_epoch(t, &mut log, cfg, epoch, step >= total, carried + epoch_started.elapsed().as_secs_f64())?;
                 }
                 budget_hit = cfg.time_budget_secs.is_some_and(|b| session.elapsed().as_secs_f64() >= b);
-                let stop = step >= stop_at || budget_hit;
+                interrupted = super::stop_requested();
+                let stop = step >= stop_at || budget_hit || interrupted;
                 let periodic = cfg.checkpoint_every_steps.is_some_and(|n| step % n == 0)
                     || cfg.checkpoint_every_secs.is_some_and(|s| last_save.elapsed().as_secs_f64() >= s);
                 if stop || periodic {
@@ -458,8 +591,13 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                         loss_scaler: scaler.clone(),
                         config: cfg.clone(),
                         history: log.history.clone(),
+                        identity: Some(identity.clone()),
                     };
                     let ck = Checkpoint { meta, online: sorted_vars(t.vars()), state: t.state(), optimizer: opt.state() };
+                    let groups = [("online", &ck.online[..]), ("state", &ck.state[..]), ("optim", &ck.optimizer[..])];
+                    if let Some(name) = checkpoint::first_non_finite(&groups)? {
+                        return Err(non_finite_weights(&name, step, last_checkpoint, log.first_non_finite.as_ref(), out_dir));
+                    }
                     ck.save(out_dir)?;
                     log.writer.flush()?;
                     last_save = Instant::now();
@@ -470,7 +608,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
                     break;
                 }
             }
-            if budget_hit {
+            if budget_hit || interrupted {
                 break;
             }
         }
@@ -485,6 +623,13 @@ pub(crate) fn run<T: Trainee + ?Sized>(
         });
     }
     log.writer.flush()?;
+    if interrupted && step < total {
+        return Err(Error::Interrupted(format!(
+            "stopped at step {step} of {total} with a checkpoint in {}; run the same command (or call) again to \
+             continue from there",
+            out_dir.display()
+        )));
+    }
     if step >= total {
         log.progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
     } else if budget_hit || !chunked {
@@ -519,6 +664,9 @@ fn end_epoch<T: Trainee + ?Sized>(
         seconds,
     };
     t.end_epoch(epoch, last, &steps, &mut rec)?;
+    for v in [&mut rec.knn_accuracy, &mut rec.train_accuracy, &mut rec.test_loss, &mut rec.test_accuracy] {
+        *v = v.filter(|x| x.is_finite()); // recorded as absent, never as JSON null
+    }
     let mut summary = format!("epoch {}/{} done: loss {mean_loss:.4}", epoch + 1, cfg.epochs);
     for (name, v) in [("knn", rec.knn_accuracy), ("train acc", rec.train_accuracy), ("test acc", rec.test_accuracy)] {
         if let Some(v) = v {
@@ -602,6 +750,8 @@ struct StepLog {
     writer: JsonlWriter,
     collapse: CollapseMonitor,
     progress: Progress,
+    /// The first step and metric name whose value was NaN or infinite (left out of the history).
+    first_non_finite: Option<(usize, String)>,
 }
 
 impl StepLog {
@@ -649,6 +799,15 @@ impl StepLog {
             };
             let mut metrics: BTreeMap<String, f64> = p.host.into_iter().collect();
             metrics.extend(p.device_names.into_iter().zip(device_values.iter().copied()));
+            // JSON has no NaN: a non-finite metric (a grad_norm under bf16, say) is left out of the
+            // record, so the history reads back; the first one is named if the weights go bad.
+            let first = &mut self.first_non_finite;
+            metrics.retain(|name, v| {
+                if !v.is_finite() && first.is_none() {
+                    *first = Some((p.step, name.clone()));
+                }
+                v.is_finite()
+            });
             let record = StepRecord { step: p.step, epoch: p.epoch, loss, lr: p.lr, z_std, images_per_sec, metrics };
             self.writer.append(&Record::Step(record.clone()))?;
             self.history.steps.push(record);

@@ -29,9 +29,17 @@ pub struct StepRecord {
     /// log window: the host does not wait for each step's kernels, so a step's own wall time is
     /// only its launch time; the window's time ends with the read that waits for them.
     pub images_per_sec: f64,
-    /// Other numbers the method or trainer reported (e.g. "tau", "accuracy", "grad_norm").
-    #[serde(default)]
+    /// Other numbers the method or trainer reported (e.g. "tau", "accuracy", "grad_norm"). Only
+    /// finite values: the engine leaves a NaN or infinite metric out (JSON has no NaN), and the
+    /// reader drops the `null`s that older files hold for them.
+    #[serde(default, deserialize_with = "finite_metrics")]
     pub metrics: BTreeMap<String, f64>,
+}
+
+/// Reads a metrics map, leaving out `null` values (the NaN of an older writer).
+fn finite_metrics<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<String, f64>, D::Error> {
+    let raw: BTreeMap<String, Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(raw.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
 }
 
 /// One epoch.
@@ -174,7 +182,8 @@ impl History {
     /// The whole history as JSON lines.
     ///
     /// # Errors
-    /// [`Error::Json`] if a record cannot be serialised (a non-finite number is written as null).
+    /// [`Error::Json`] if a record cannot be serialised. (A non-finite number would be written as
+    /// `null`; the engine never records one.)
     pub fn to_jsonl(&self) -> Result<String> {
         let mut out = String::new();
         for r in self.records() {
@@ -334,6 +343,7 @@ impl History {
 #[derive(Debug)]
 pub(crate) struct JsonlWriter {
     file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
 }
 
 impl JsonlWriter {
@@ -341,16 +351,17 @@ impl JsonlWriter {
     pub(crate) fn start(path: &Path, history: &History) -> Result<JsonlWriter> {
         history.save_jsonl(path)?;
         let file = std::fs::OpenOptions::new().append(true).open(path)?;
-        Ok(JsonlWriter { file: std::io::BufWriter::new(file) })
+        Ok(JsonlWriter { file: std::io::BufWriter::new(file), path: path.to_path_buf() })
     }
     pub(crate) fn append(&mut self, record: &Record) -> Result<()> {
-        serde_json::to_writer(&mut self.file, record)?;
-        self.file.write_all(b"\n")?;
-        Ok(())
+        let line = serde_json::to_vec(record)?;
+        self.file.write_all(&line).and_then(|()| self.file.write_all(b"\n")).map_err(|e| self.error(e))
     }
     pub(crate) fn flush(&mut self) -> Result<()> {
-        self.file.flush()?;
-        Ok(())
+        self.file.flush().map_err(|e| self.error(e))
+    }
+    fn error(&self, e: std::io::Error) -> Error {
+        crate::files::write_error(&self.path, e)
     }
 }
 
@@ -360,6 +371,16 @@ mod tests {
 
     fn step(step: usize, epoch: usize, loss: f64) -> StepRecord {
         StepRecord { step, epoch, loss, lr: 0.1, z_std: None, images_per_sec: 1.0, metrics: BTreeMap::new() }
+    }
+
+    #[test]
+    fn null_metrics_of_older_files_read_back_as_absent() {
+        let line = r#"{"type":"step","step":3,"epoch":0,"loss":1.5,"lr":0.1,"z_std":null,"images_per_sec":9.0,"metrics":{"grad_norm":null,"tau":0.99}}"#;
+        let h = History::from_jsonl(&format!("{line}\n")).unwrap();
+        assert_eq!(h.steps[0].metrics.len(), 1);
+        assert_eq!(h.steps[0].metrics["tau"], 0.99);
+        let again = History::from_jsonl(&h.to_jsonl().unwrap()).unwrap();
+        assert_eq!(again, h);
     }
 
     #[test]

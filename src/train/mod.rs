@@ -18,6 +18,15 @@
 //! stop), so a NaN loss stops the run at the end of its log window, naming its step, and never
 //! reaches a checkpoint. Only fp16 loss scaling reads one flag per step.
 //!
+//! **A run folder is one run.** The checkpoint records everything that determines the run's
+//! trajectory — the [`TrainConfig`], the method's settings, the model, the augmentations, the
+//! data ([`identity`]) — and a call whose run differs in any of them is refused, naming the
+//! field (`method.temperature: 0.2 there, 0.5 now`) and the fix (another `out_dir`, or
+//! `resume(false)`), instead of handing back the old run. One trainer at a time holds a folder
+//! (a lock naming its PID); every file is written atomically and durably; no checkpoint or
+//! history line holds a NaN; [`request_stop`] (the command lines' Ctrl-C) ends a run at the next
+//! step with a checkpoint.
+//!
 //! `max_steps` and `time_budget_secs` only say where *this call* stops; the schedule always spans
 //! the `epochs` of the config, so stopping and continuing does not change it.
 //!
@@ -37,6 +46,7 @@ pub mod checkpoint;
 pub mod collapse;
 mod engine;
 pub mod history;
+pub mod identity;
 pub mod knn;
 pub mod optim;
 mod progress;
@@ -48,6 +58,7 @@ pub use amp::Precision;
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use collapse::{healthy_std, std_of_l2_normalized, std_of_l2_normalized_tensor, CollapseMonitor};
 pub use history::{EpochRecord, History, Record, StepRecord};
+pub use identity::RunIdentity;
 pub use knn::{knn_accuracy, KnnConfig};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
 pub use scale::Scale;
@@ -59,7 +70,28 @@ use crate::error::{config_err, Error, Result};
 use crate::methods::SslMethod;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::Tensor;
+
+/// Set by [`request_stop`]; read by the engine after every step.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the training running in this process to stop after its current step: it writes a
+/// checkpoint and returns [`Error::Interrupted`], whose message says how to continue. The command
+/// lines call it from their Ctrl-C and SIGTERM handlers (it is async-signal-safe: one atomic store).
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called (and not cleared since).
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Forgets an earlier [`request_stop`], so the next training runs to its end.
+pub fn clear_stop_request() {
+    STOP_REQUESTED.store(false, Ordering::SeqCst);
+}
 
 /// How to train. `Default` is MoCo v2's ImageNet recipe (facebookresearch/moco `main_moco.py
 /// --lr 0.03 --batch-size 256 --mlp --moco-t 0.2 --aug-plus --cos`, 200 epochs);
@@ -400,11 +432,13 @@ pub fn train_supervised<F>(
 where
     F: Fn(&Tensor, bool) -> Result<Tensor>,
 {
-    train_supervised_in(vs, forward, train, test, augment, cfg, out_dir.as_ref(), false)
+    train_supervised_in(vs, forward, train, test, augment, cfg, out_dir.as_ref(), false, None)
 }
 
 /// [`train_supervised`]; `chunked` marks one chunk of a longer run cut by `max_steps` (fine-tuning
-/// with snapshots), whose intermediate "stopped" and "resuming" lines would only be noise.
+/// with snapshots), whose intermediate "stopped" and "resuming" lines would only be noise; `init`
+/// is the fingerprint of the starting weights when they are an input of the run (probes and
+/// fine-tuning: which backbone), part of the run's identity.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_supervised_in<F>(
     vs: &tch::nn::VarStore,
@@ -415,6 +449,7 @@ pub(crate) fn train_supervised_in<F>(
     cfg: &TrainConfig,
     out_dir: &Path,
     chunked: bool,
+    init: Option<String>,
 ) -> Result<History>
 where
     F: Fn(&Tensor, bool) -> Result<Tensor>,
@@ -427,6 +462,6 @@ where
             return Err(Error::Data(format!("train_supervised: the test set '{}' has no labels", t.name)));
         }
     }
-    let mut trainee = engine::SupervisedTrainee { vs, forward, augment, test, batch_size: cfg.batch_size };
+    let mut trainee = engine::SupervisedTrainee { vs, forward, augment, test, batch_size: cfg.batch_size, init };
     engine::run(&mut trainee, train, cfg, out_dir, chunked)
 }
