@@ -1,13 +1,19 @@
 """PyTorch reference of `bench_train_step` (issue 4, "Speed"): one training step of SimCLR,
-MoCo v2, BYOL and Barlow Twins on torchvision's ResNet-18 with the same heads, losses, optimizer
-(SGD, momentum 0.9, weight decay 1e-4) and augmentation lists as selfsup, in three configurations:
+MoCo v2, BYOL and Barlow Twins on torchvision's ResNet-18 (ImageNet stem, or with --stem cifar
+the 3x3 stride-1 stem without max-pool) with the same heads, losses, optimizer (SGD, momentum
+0.9, weight decay 1e-4) and augmentation lists as selfsup, in these configurations:
 
   usual    torchvision transforms per image on PIL images in DataLoader workers
            (num_workers = CPU count, pin_memory), fp32, NCHW: the usual PyTorch pipeline;
   eager    augmentation batched on the device (the same ops as selfsup's, written with torch
            ops, per-sample parameters drawn on the CPU and uploaded without a sync), bf16
            autocast + channels-last on CUDA (fp32 NCHW on the CPU, as selfsup's engine);
-  compile  `eager` with the networks under torch.compile (only with --configs ...,compile).
+  compile  `eager` with the networks under torch.compile (only with --configs ...,compile);
+  compute  no augmentation: the same two fixed views every step (random normal), fp32, NCHW:
+           PyTorch's compute-only step, the figure issue 17 compares the kit's full step with;
+  compute_bf16  `compute` under torch.autocast(device, dtype=torch.bfloat16): PyTorch's best CPU
+           recipe on CPUs with native bf16 (on others libtorch emulates bf16: slower).
+--channels-last also puts the `eager` and `compute*` configurations in channels-last on the CPU.
 
 Each timed step ends with a device synchronisation; median and p90 ms/step, source images/s
 (each image gives two views) and the median CPU time of this process per step (all threads;
@@ -39,8 +45,14 @@ METHODS = ("simclr", "moco_v2", "byol", "barlow_twins")
 # ------------------------------------------------------------------------------------------
 # Models, heads, losses: selfsup's presets on torchvision's resnet18.
 # ------------------------------------------------------------------------------------------
+STEM = "imagenet"
+
+
 def resnet18():
     net = torchvision.models.resnet18()
+    if STEM == "cifar":  # SimCLR's CIFAR variant, selfsup's `small_images: true`
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
     net.fc = nn.Identity()  # features [N, 512]
     return net
 
@@ -343,6 +355,15 @@ class GpuAugment:
 # ------------------------------------------------------------------------------------------
 # The step and its timing.
 # ------------------------------------------------------------------------------------------
+def native_bf16():
+    """Whether this CPU has bf16 instructions (the flags selfsup's `amp::native_bf16_feature` reads)."""
+    try:
+        words = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return False
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -352,8 +373,9 @@ def run(name, config, args, device):
     torch.manual_seed(0)
     cuda = device.type == "cuda"
     fast = config in ("eager", "compile")
-    autocast = fast and cuda
-    channels_last = fast and cuda
+    compute = config in ("compute", "compute_bf16")
+    autocast = (fast and cuda) or config == "compute_bf16"
+    channels_last = (fast and cuda) or ((fast or compute) and args.channels_last)
     model = build(name).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -380,6 +402,10 @@ def run(name, config, args, device):
 
         source = batches()
         next_views = lambda: next(source)  # noqa: E731
+    elif compute:
+        g = torch.Generator(device="cpu").manual_seed(1234)
+        fixed = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device) for _ in range(2)]
+        next_views = lambda: (fixed[0], fixed[1])  # noqa: E731
     else:
         g = torch.Generator(device="cpu").manual_seed(1234)
         images = torch.randint(0, 256, (args.batch, 3, args.size, args.size), dtype=torch.uint8, generator=g).to(device)
@@ -411,7 +437,7 @@ def run(name, config, args, device):
     med = statistics.median(times)
     p90 = times[min(len(times), max(1, math.ceil(0.9 * len(times)))) - 1]
     return dict(median_ms=med * 1e3, cpu_ms=statistics.median(cpu) * 1e3, p90_ms=p90 * 1e3, images_per_sec=args.batch / med, loss=loss,
-                precision="bf16 autocast" if autocast else "fp32", layout="channels-last" if channels_last else "NCHW")
+                precision=("bf16 autocast" + ("" if cuda or native_bf16() else ", emulated (no native bf16)")) if autocast else "fp32", layout="channels-last" if channels_last else "NCHW")
 
 
 def main():
@@ -421,9 +447,13 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--configs", default="usual,eager", help="any of usual, eager, compile")
+    ap.add_argument("--configs", default="usual,eager", help="any of usual, eager, compile, compute, compute_bf16")
+    ap.add_argument("--stem", default="imagenet", choices=["imagenet", "cifar"])
+    ap.add_argument("--channels-last", action="store_true", help="channels-last also on the CPU")
     ap.add_argument("--json")
     args = ap.parse_args()
+    global STEM
+    STEM = args.stem
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -433,7 +463,9 @@ def main():
     rows = []
     labels = {"usual": "PyTorch usual: DataLoader + torchvision/PIL, {w} workers, {p}",
               "eager": "PyTorch eager: batched device augmentation, {p}, {l}",
-              "compile": "PyTorch torch.compile: batched device augmentation, {p}, {l}"}
+              "compile": "PyTorch torch.compile: batched device augmentation, {p}, {l}",
+              "compute": "PyTorch compute only (fixed views, no augmentation), {p}, {l}",
+              "compute_bf16": "PyTorch compute only (fixed views, no augmentation), {p}, {l}"}
     for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
         for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
             try:
@@ -443,10 +475,10 @@ def main():
                 continue
             label = labels[config].format(w=os.cpu_count(), p=r["precision"], l=r["layout"])
             r.update(impl="pytorch", config=label, kind=config, method=name, device=dev, batch=args.batch,
-                     size=args.size, steps=args.steps, warmup=args.warmup)
+                     size=args.size, steps=args.steps, warmup=args.warmup, stem=args.stem)
             print(f"{label}: {name} {r['median_ms']:.1f} ms/step (loss {r['loss']:.4f})", flush=True)
             rows.append(r)
-    print(f"# train_step_reference: ResNet-18, {args.size}x{args.size}, batch {args.batch}, two views, "
+    print(f"# train_step_reference: ResNet-18 ({args.stem} stem), {args.size}x{args.size}, batch {args.batch}, two views, "
           f"{args.steps} steps after {args.warmup} warm-up, {dev}, torch {torch.__version__}\n")
     print("| configuration | method | median ms/step | p90 ms/step | images/s | CPU ms/step |")
     print("|---|---|---|---|---|---|")

@@ -10,8 +10,10 @@
 //! LD_LIBRARY_PATH=<torch/lib> ./target/release/examples/amp_check [steps]   # default 20 steps
 //! ```
 //!
-//! On the CPU the engine ignores autocast and channels-last (they are CUDA settings), so the
-//! three rows of a method agree exactly there: the run checks the harness, not the precision.
+//! On the CPU the engine ignores channels-last and fp16, and autocasts bf16 only on CPUs with
+//! native bf16 (or with `SELFSUP_CPU_BF16=force`); elsewhere the three rows of a method agree
+//! exactly: the run checks the harness, not the precision. `examples/cpu_bf16_check.rs` is the
+//! CPU's own check.
 use selfsup::prelude::*;
 use std::process::ExitCode;
 
@@ -80,7 +82,10 @@ fn check() -> Result<bool> {
     };
     let device = pick_device();
     if !device.is_cuda() {
-        println!("note: on the CPU the engine ignores autocast and channels-last; the rows below check the harness only");
+        println!(
+            "note: on the CPU the engine ignores channels-last and fp16 ({}); see examples/cpu_bf16_check.rs",
+            selfsup::device::describe(device)
+        );
     }
     let size = if device.is_cuda() { 96 } else { 32 };
     let set = data::synthetic::load(Split::Unlabeled, &SyntheticConfig::default().image_size(size))?;

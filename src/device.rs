@@ -57,10 +57,12 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
-/// A human description: "CPU (2 threads)" or "CUDA device 0 (cudnn on)".
+/// A human description: "CPU (2 threads, bf16 autocast: native (avx512_bf16))" or "CUDA device
+/// 0 of 1, cuDNN available". On the CPU it says whether `Precision::Bf16` autocasts there
+/// ([`crate::train::amp::cpu_bf16`]) and, if not, why.
 pub fn describe(device: Device) -> String {
     match device {
-        Device::Cpu => format!("CPU ({} threads)", tch::get_num_threads()),
+        Device::Cpu => format!("CPU ({} threads, {})", tch::get_num_threads(), crate::train::amp::cpu_bf16().describe()),
         Device::Cuda(i) => format!(
             "CUDA device {i} of {}{}",
             tch::Cuda::device_count(),

@@ -1,18 +1,28 @@
-//! Benchmark of one training step of each method (issue 4, "Speed"): ResNet-18 (torchvision's,
-//! ImageNet stem), 96×96, batch 256, two views, augmentation included, from u8 images already
-//! on the device that `pick_device()` chooses. Prints a Markdown table: median and p90 ms per
-//! step, source images per second (each image gives two views), and the median process CPU time
-//! per step (all threads), the steadier figure on a shared machine.
+//! Benchmark of one training step of each method (issues 4 and 17, "Speed"): ResNet-18
+//! (torchvision's, ImageNet stem; `--stem cifar`: the 3x3 stride-1 stem without max-pool),
+//! 96×96, batch 256, two views, augmentation included, from u8 images already on the device
+//! that `pick_device()` chooses. Prints a Markdown table: median and p90 ms per step, source
+//! images per second (each image gives two views), and the median process CPU time per step
+//! (all threads), the steadier figure on a shared machine; then where the time goes (median ms
+//! of each part of the step: augmentation, layout, forward, backward, optimizer, `after_step`,
+//! the logged scalars). On CUDA the parts are timed only with `--parts`, which synchronises at
+//! each boundary (and so slows the step); on the CPU, where libtorch's kernels run on the
+//! calling thread, they are always timed.
 //!
 //! ```text
 //! cargo run --release --bin bench_train_step -- [--batch 256] [--size 96] [--steps 20] [--warmup 5]
 //!     [--methods simclr,moco_v2,byol,barlow_twins] [--precision off|bf16|fp16] [--channels-last]
-//!     [--json PATH] [--label TEXT]
+//!     [--stem imagenet|cifar] [--parts] [--json PATH] [--label TEXT]
 //! ```
+//!
+//! `--precision bf16` on the CPU autocasts as the engine does (`amp::setup`): on CPUs with native
+//! bf16, or anywhere with `SELFSUP_CPU_BF16=force` (emulated, labelled so); otherwise the row is
+//! f32 and labelled so. `--channels-last` applies on the CPU too here (the engine uses it on CUDA
+//! only), to measure the layout.
 //!
 //! The step is the engine's (`train::pretrain`, src/train/engine.rs), composed here in the same
 //! order because the engine's step is private to its loop: schedule → seed → two views →
-//! channels-last → `training_step` (under autocast) → `zero_grad` → backward (loss-scaled for
+//! channels-last → `training_step` (under `amp::autocast`) → `zero_grad` → backward (loss-scaled for
 //! fp16) → un-scale and finite check (fp16) → optimizer step → `after_step` → the step's logged
 //! scalars (loss, std of ℓ2-normalised z, metrics) stacked on the device, not read. Left out:
 //! the loader (the images are on the device already), the engine's reads once per log window
@@ -33,7 +43,7 @@ use selfsup::augment::{self, presets, TwoViews};
 use selfsup::methods::{BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod};
 use selfsup::models::{Depth, ResNetConfig};
 use selfsup::tch::{self, Device, Kind, Tensor};
-use selfsup::train::amp::{self, LossScaler, Precision};
+use selfsup::train::amp::{self, Autocast, LossScaler, Precision};
 use selfsup::train::{backward_and_step, std_of_l2_normalized_tensor, Optimizer, TrainConfig};
 use selfsup::{Error, Result};
 use std::time::Instant;
@@ -48,6 +58,8 @@ struct Args {
     methods: Vec<String>,
     precision: Precision,
     channels_last: bool,
+    cifar_stem: bool,
+    parts: bool,
     json: Option<String>,
     label: Option<String>,
 }
@@ -55,7 +67,7 @@ struct Args {
 fn usage() -> Error {
     Error::Config(
         "usage: bench_train_step [--batch N] [--size N] [--steps N] [--warmup N] [--methods a,b,..] \
-         [--precision off|bf16|fp16] [--channels-last] [--json PATH] [--label TEXT]"
+         [--precision off|bf16|fp16] [--channels-last] [--stem imagenet|cifar] [--parts] [--json PATH] [--label TEXT]"
             .into(),
     )
 }
@@ -69,6 +81,8 @@ fn parse_args() -> Result<Args> {
         methods: ALL_METHODS.iter().map(|m| m.to_string()).collect(),
         precision: Precision::Off,
         channels_last: false,
+        cifar_stem: false,
+        parts: false,
         json: None,
         label: None,
     };
@@ -76,6 +90,10 @@ fn parse_args() -> Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--channels-last" {
             a.channels_last = true;
+            continue;
+        }
+        if flag == "--parts" {
+            a.parts = true;
             continue;
         }
         if flag == "-h" || flag == "--help" {
@@ -97,6 +115,13 @@ fn parse_args() -> Result<Args> {
                     other => return Err(Error::Config(format!("--precision {other}: use off, bf16 or fp16"))),
                 }
             }
+            "--stem" => {
+                a.cifar_stem = match value.as_str() {
+                    "imagenet" => false,
+                    "cifar" => true,
+                    other => return Err(Error::Config(format!("--stem {other}: use imagenet or cifar"))),
+                }
+            }
             "--json" => a.json = Some(value),
             "--label" => a.label = Some(value),
             _ => return Err(usage()),
@@ -112,8 +137,9 @@ fn parse_args() -> Result<Args> {
 }
 
 /// The method and its views, as `selfsup-train` builds them, on a torchvision ResNet-18.
-fn build(name: &str, size: i64, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
-    let r18 = ResNetConfig { depth: Depth::R18, ..Default::default() }; // torchvision's resnet18, ImageNet stem
+fn build(name: &str, size: i64, cifar_stem: bool, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
+    // torchvision's resnet18: ImageNet stem, or SimCLR's CIFAR stem (3x3/1, no max-pool).
+    let r18 = ResNetConfig { depth: Depth::R18, small_images: cifar_stem, ..Default::default() };
     Ok(match name {
         "simclr" => (Box::new(SimClr::new(SimClrConfig::default().backbone(r18), device)?), presets::simclr(size).into()),
         "moco_v2" => (Box::new(Moco::new(MocoConfig::v2().backbone(r18), device)?), presets::moco_v2(size).into()),
@@ -153,26 +179,32 @@ struct Row {
     images_per_sec: f64,
     cpu_ms: f64,
     loss: f64,
+    /// Median ms of each part of the step (when timed), in [`PARTS`] order.
+    parts: Option<Vec<f64>>,
 }
+
+/// The parts of a step, in order.
+const PARTS: [&str; 7] = ["augment", "layout", "forward", "backward", "optimizer", "after_step", "log row"];
 
 /// Times `warmup + steps` engine steps of `name`; returns per-step wall seconds of the timed ones.
 fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result<Row> {
     tch::manual_seed(0);
-    let (mut method, views) = build(name, a.size, device)?;
+    let (mut method, views) = build(name, a.size, a.cifar_stem, device)?;
     let cfg = TrainConfig { batch_size: a.batch as usize, mixed_precision: a.precision, channels_last: a.channels_last, ..TrainConfig::default() };
     let mut opt = Optimizer::new(method.online(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
     let cuda = matches!(device, Device::Cuda(_));
-    let channels_last = cfg.channels_last && cuda;
-    let autocast = amp::autocast_enabled(cfg.mixed_precision, device);
-    let mut fp16 = autocast && cfg.mixed_precision == Precision::Fp16;
-    if autocast {
-        let kind = if fp16 { Kind::Half } else { Kind::BFloat16 };
-        if !amp::set_cuda_autocast_dtype(kind) && !fp16 {
-            eprintln!("note: bf16 autocast is not available in this libtorch; using fp16 with loss scaling");
-            fp16 = true;
-        }
+    // Here channels-last applies on the CPU too (the engine: CUDA only), to measure the layout.
+    let channels_last = cfg.channels_last;
+    // As the engine: CUDA autocast, CPU bf16 autocast where the CPU has bf16 (or it is forced).
+    let setup = amp::setup(cfg.mixed_precision, device)?;
+    if let Some(note) = &setup.note {
+        eprintln!("{note}");
     }
-    let mut scaler = fp16.then(LossScaler::default);
+    let autocast = setup.autocast;
+    let mut scaler = setup.fp16.then(LossScaler::default);
+    // Parts are timed on the CPU always, on CUDA with --parts (a sync at each boundary).
+    let time_parts = !cuda || a.parts;
+    let mut part_times: Vec<Vec<f64>> = vec![Vec::with_capacity(a.steps); PARTS.len()];
     if channels_last {
         // As the engine: the online store's 4-D variables in channels-last order.
         tch::no_grad(|| {
@@ -190,22 +222,40 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
     sync(device);
     for step in 0..total {
         let (t0, c0) = (Instant::now(), selfsup::cli::process_cpu_seconds());
+        let mut marks = [0.0f64; PARTS.len() + 1];
+        let mut mark = |i: usize| {
+            if time_parts {
+                sync(device);
+                marks[i] = t0.elapsed().as_secs_f64();
+            }
+        };
         // --- one step, in the engine's order ---
         let lr = cfg.schedule.lr(cfg.lr, step, total, total);
         opt.set_lr(lr);
         tch::manual_seed(step as i64);
         let mut rng = augment::rng(step as u64);
         let (v1, v2) = views.two_views(images, &mut rng)?; // [B, 3, S, S] each
+        mark(1);
         let (v1, v2) = if channels_last { (amp::to_channels_last(&v1), amp::to_channels_last(&v2)) } else { (v1, v2) };
-        let out = if autocast {
-            let m = &mut *method;
-            tch::autocast(true, || m.training_step(&v1, &v2))?
-        } else {
-            method.training_step(&v1, &v2)?
-        };
+        mark(2);
+        let m = &mut *method;
+        let out = amp::autocast(autocast, || m.training_step(&v1, &v2))??;
+        mark(3);
         let mut metrics = out.metrics;
-        metrics.extend(backward_and_step(&out.loss, &mut opt, scaler.as_mut(), None)?);
+        if scaler.is_none() && time_parts {
+            // `backward_and_step` without a loss scaler or clipping, split to time its parts.
+            opt.zero_grad();
+            out.loss.backward();
+            mark(4);
+            opt.step()?;
+            mark(5);
+        } else {
+            metrics.extend(backward_and_step(&out.loss, &mut opt, scaler.as_mut(), None)?);
+            mark(4);
+            mark(5);
+        }
         method.after_step(step, total)?;
+        mark(6);
         // As the engine's `PendingStep`: the scalars it logs, stacked in one f64 row, not read.
         let mut row = vec![out.loss.detach().to_kind(Kind::Double)];
         if let Some(z) = &out.z {
@@ -214,11 +264,17 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
         row.extend(metrics.device.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape([] as [i64; 0])));
         let row = Tensor::stack(&row, 0); // [1 + z? + K]
         losses.push(row.get(0));
+        mark(7);
         // --- end of the step ---
         sync(device);
         if step >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
             cpu.push(selfsup::cli::process_cpu_seconds() - c0);
+            if time_parts {
+                for (i, t) in part_times.iter_mut().enumerate() {
+                    t.push(marks[i + 1] - marks[i]);
+                }
+            }
         }
     }
     // The engine's flush, once: all losses in one transfer, the first non-finite one stops.
@@ -235,19 +291,25 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
         images_per_sec: a.batch as f64 / median,
         cpu_ms: quantile(&cpu, 0.5) * 1e3,
         loss: last_loss,
+        parts: time_parts.then(|| part_times.iter().map(|t| quantile(t, 0.5) * 1e3).collect()),
     })
 }
 
 fn main() -> Result<()> {
     let a = parse_args()?;
     let device = selfsup::pick_device();
-    let cuda = matches!(device, Device::Cuda(_));
-    let precision = match (cuda, a.precision) {
-        (false, _) | (true, Precision::Off) => "fp32",
-        (true, Precision::Bf16) => "bf16 autocast",
-        (true, Precision::Fp16) => "fp16 autocast",
+    let setup = amp::setup(a.precision, device)?;
+    let precision = match (setup.autocast, setup.fp16) {
+        (Autocast::Off, _) => "fp32".to_string(),
+        (Autocast::Cuda, true) => "fp16 autocast".to_string(),
+        (Autocast::Cuda, false) => "bf16 autocast".to_string(),
+        (Autocast::CpuBf16, _) => match amp::cpu_bf16() {
+            amp::CpuBf16::Native(f) => format!("bf16 autocast (native, {f})"),
+            _ => "bf16 autocast, emulated (no native bf16)".to_string(),
+        },
     };
-    let layout = if a.channels_last && cuda { "channels-last" } else { "NCHW" };
+    let layout = if a.channels_last { "channels-last" } else { "NCHW" };
+    let stem = if a.cifar_stem { "cifar" } else { "imagenet" };
     let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}"));
     tch::manual_seed(1234);
     let images = Tensor::randint(256, [a.batch, 3, a.size, a.size], (Kind::Uint8, device)); // [B, 3, S, S] u8
@@ -259,7 +321,7 @@ fn main() -> Result<()> {
     }
     let dev = selfsup::device::describe(device);
     println!(
-        "# bench_train_step: ResNet-18, {s}x{s}, batch {b}, two views, {n} steps after {w} warm-up, {dev}",
+        "# bench_train_step: ResNet-18 ({stem} stem), {s}x{s}, batch {b}, two views, {n} steps after {w} warm-up, {dev}",
         s = a.size,
         b = a.batch,
         n = a.steps,
@@ -274,6 +336,19 @@ fn main() -> Result<()> {
             r.method, r.median_ms, r.p90_ms, r.images_per_sec, r.cpu_ms
         );
     }
+    if rows.iter().any(|r| r.parts.is_some()) {
+        println!();
+        println!("Where the time goes (median ms of each part; % of the sum of the part medians):");
+        println!();
+        println!("| configuration | method | {} |", PARTS.join(" | "));
+        println!("|---|---|{}", "---|".repeat(PARTS.len()));
+        for r in &rows {
+            let Some(p) = &r.parts else { continue };
+            let sum: f64 = p.iter().sum::<f64>().max(1e-12);
+            let cells: Vec<String> = p.iter().map(|t| format!("{t:.1} ({:.0}%)", 100.0 * t / sum)).collect();
+            println!("| {config} | {} | {} |", r.method, cells.join(" | "));
+        }
+    }
     if let Some(path) = &a.json {
         let list: Vec<serde_json::Value> = rows
             .iter()
@@ -282,7 +357,8 @@ fn main() -> Result<()> {
                     "impl": "selfsup", "config": config, "method": r.method, "device": dev,
                     "precision": precision, "layout": layout, "batch": a.batch, "size": a.size,
                     "steps": a.steps, "warmup": a.warmup, "median_ms": r.median_ms, "p90_ms": r.p90_ms,
-                    "images_per_sec": r.images_per_sec, "cpu_ms": r.cpu_ms, "loss": r.loss,
+                    "images_per_sec": r.images_per_sec, "cpu_ms": r.cpu_ms, "loss": r.loss, "stem": stem,
+                    "parts": r.parts.as_ref().map(|p| PARTS.iter().zip(p).map(|(n, t)| (n.to_string(), serde_json::Value::from(*t))).collect::<serde_json::Map<_, _>>()),
                 })
             })
             .collect();

@@ -1,59 +1,487 @@
-//! Mixed precision and memory layout on CUDA (S1.9, S2.0): autocast to bf16 or fp16 with a
-//! dynamic loss scaler for fp16, and channels-last tensors — PyTorch's usual performance recipe
-//! (`torch.autocast`, `torch.cuda.amp.GradScaler`, `memory_format=torch.channels_last`).
+//! Mixed precision and memory layout (S1.9, S2.0): autocast to bf16 or fp16 with a dynamic
+//! loss scaler for fp16 on CUDA, bf16 autocast on CPUs that compute bf16 natively, and
+//! channels-last tensors — PyTorch's usual performance recipe (`torch.autocast`,
+//! `torch.amp.GradScaler`, `memory_format=torch.channels_last`).
+//!
+//! **Why the `dlsym`.** tch 0.24 exposes only `tch::autocast(enabled, f)`, which toggles CUDA
+//! autocast with libtorch's default dtype. The per-device switches (`at::autocast::
+//! set_autocast_enabled(DeviceType, bool)`, `set_autocast_dtype(DeviceType, ScalarType)` and
+//! their getters) are C++ functions of the already loaded `libtorch_cpu.so`; they are looked up
+//! by their mangled names at run time ([`torch_symbol`]). A mangled name encodes the whole
+//! signature, so a libtorch whose function takes other arguments has no such symbol, and the
+//! lookup returns an [`Error`] that says so instead of calling through a wrong signature. The
+//! names were checked with `nm -DC libtorch_cpu.so` against PyTorch 2.11.0, and the CPU path
+//! also checks at run time that the loaded libtorch is the version this crate was built against
+//! ([`cpu_autocast_available`]).
+//!
+//! **CPU bf16.** `Precision::Bf16` on the CPU runs the forward pass under
+//! `torch.autocast("cpu", dtype=torch.bfloat16)` when the CPU has bf16 instructions
+//! (`avx512_bf16` or `amx_bf16` on x86, `bf16` on Arm, read from `/proc/cpuinfo`), and in f32
+//! with a printed reason otherwise: without them libtorch emulates bf16, which is slower than
+//! f32. `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) runs the autocast anyway (for tests
+//! of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does.
+use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
-/// Precision of the forward pass on CUDA (ignored on the CPU, which always computes in f32).
+/// Precision of the forward pass: autocast on CUDA, and on CPUs with native bf16 (see the
+/// module doc); everything else computes in f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Precision {
     /// Full f32.
     Off,
-    /// Autocast to bfloat16: the range of f32, no loss scaling needed (A100/H100).
+    /// Autocast to bfloat16: the range of f32, no loss scaling needed (A100/H100, and CPUs with
+    /// `avx512_bf16`/AMX).
     Bf16,
-    /// Autocast to float16 with a dynamic loss scale (older GPUs).
+    /// Autocast to float16 with a dynamic loss scale (older GPUs; f32 on the CPU).
     Fp16,
 }
 
-/// Whether autocast runs for `precision` on `device`.
+/// Where a training step's forward pass runs under autocast, decided once per run by [`setup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autocast {
+    /// No autocast: f32.
+    Off,
+    /// CUDA autocast (its dtype set by [`setup`]).
+    Cuda,
+    /// CPU autocast to bfloat16 (`torch.autocast("cpu", dtype=torch.bfloat16)`).
+    CpuBf16,
+}
+
+/// The name of the environment variable that overrides CPU bf16 detection: `force`, `off` or
+/// `auto` (the default).
+pub const CPU_BF16_ENV: &str = "SELFSUP_CPU_BF16";
+
+/// How the CPU decides on bf16 autocast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuBf16Mode {
+    /// Autocast when the CPU has native bf16 instructions (the default).
+    Auto,
+    /// Autocast even without native support (libtorch emulates bf16: correct, slow); for tests
+    /// of the numerics on any CPU.
+    Force,
+    /// Never autocast on the CPU.
+    Off,
+}
+
+/// 0: not set (read [`CPU_BF16_ENV`]), else 1 + the mode's index.
+static CPU_BF16_MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Overrides [`CPU_BF16_ENV`] for this process (`None`: back to the environment variable).
+pub fn set_cpu_bf16_mode(mode: Option<CpuBf16Mode>) {
+    let v = match mode {
+        None => 0,
+        Some(CpuBf16Mode::Auto) => 1,
+        Some(CpuBf16Mode::Force) => 2,
+        Some(CpuBf16Mode::Off) => 3,
+    };
+    CPU_BF16_MODE.store(v, Ordering::Relaxed);
+}
+
+/// The mode in force and where it came from.
+fn cpu_bf16_mode() -> (CpuBf16Mode, &'static str) {
+    match CPU_BF16_MODE.load(Ordering::Relaxed) {
+        1 => (CpuBf16Mode::Auto, "set_cpu_bf16_mode"),
+        2 => (CpuBf16Mode::Force, "set_cpu_bf16_mode"),
+        3 => (CpuBf16Mode::Off, "set_cpu_bf16_mode"),
+        _ => match std::env::var(CPU_BF16_ENV).ok().as_deref().map(str::trim) {
+            Some("force") | Some("1") => (CpuBf16Mode::Force, "SELFSUP_CPU_BF16"),
+            Some("off") | Some("0") => (CpuBf16Mode::Off, "SELFSUP_CPU_BF16"),
+            _ => (CpuBf16Mode::Auto, "auto"),
+        },
+    }
+}
+
+/// The first CPU feature in `cpuinfo` (the text of `/proc/cpuinfo`) that computes bf16 natively:
+/// `amx_bf16` or `avx512_bf16` in an x86 `flags` line, `bf16` in an Arm `Features` line.
+/// `None` when there is none (AVX2-only x86, older Arm): libtorch then emulates bf16.
+pub fn native_bf16_feature(cpuinfo: &str) -> Option<&'static str> {
+    for line in cpuinfo.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let key = key.trim();
+        if key != "flags" && key != "Features" {
+            continue;
+        }
+        let words: Vec<&str> = value.split_whitespace().collect();
+        for feature in ["amx_bf16", "avx512_bf16"] {
+            if key == "flags" && words.contains(&feature) {
+                return Some(feature);
+            }
+        }
+        if key == "Features" && words.contains(&"bf16") {
+            return Some("bf16");
+        }
+    }
+    None
+}
+
+/// Whether this CPU runs `Precision::Bf16` under autocast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuBf16 {
+    /// Native bf16 instructions: the named CPU feature.
+    Native(&'static str),
+    /// No native support, but forced (`SELFSUP_CPU_BF16=force` or [`set_cpu_bf16_mode`]).
+    Forced,
+    /// No native support: `Precision::Bf16` trains in f32.
+    NoNative,
+    /// Turned off by the named override (`SELFSUP_CPU_BF16` or `set_cpu_bf16_mode`).
+    TurnedOff(&'static str),
+}
+
+impl CpuBf16 {
+    /// Whether bf16 autocast runs on the CPU.
+    pub fn enabled(&self) -> bool {
+        matches!(self, CpuBf16::Native(_) | CpuBf16::Forced)
+    }
+    /// A few words for the device line.
+    pub fn describe(&self) -> String {
+        match self {
+            CpuBf16::Native(f) => format!("bf16 autocast: native ({f})"),
+            CpuBf16::Forced => format!("bf16 autocast: forced by {CPU_BF16_ENV}, emulated"),
+            CpuBf16::NoNative => "no native bf16: Precision::Bf16 trains in f32".into(),
+            CpuBf16::TurnedOff(from) => format!("bf16 autocast turned off by {from}"),
+        }
+    }
+    /// Why bf16 autocast does not run, in a sentence (`None` when it runs).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            CpuBf16::Native(_) | CpuBf16::Forced => None,
+            CpuBf16::NoNative => Some(format!(
+                "this CPU has no native bf16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo) and emulated bf16 is slower \
+                 than f32; {CPU_BF16_ENV}=force runs it anyway"
+            )),
+            CpuBf16::TurnedOff(from) => Some(format!("CPU bf16 autocast is turned off by {from}")),
+        }
+    }
+}
+
+/// Decides CPU bf16 from the mode and the CPU's features (`/proc/cpuinfo`, read once).
+pub fn cpu_bf16() -> CpuBf16 {
+    static FEATURE: OnceLock<Option<&'static str>> = OnceLock::new();
+    let feature = *FEATURE.get_or_init(|| native_bf16_feature(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()));
+    let (mode, from) = cpu_bf16_mode();
+    decide_cpu_bf16(mode, from, feature)
+}
+
+fn decide_cpu_bf16(mode: CpuBf16Mode, from: &'static str, feature: Option<&'static str>) -> CpuBf16 {
+    match (mode, feature) {
+        (CpuBf16Mode::Off, _) => CpuBf16::TurnedOff(from),
+        (_, Some(f)) => CpuBf16::Native(f),
+        (CpuBf16Mode::Force, None) => CpuBf16::Forced,
+        (CpuBf16Mode::Auto, None) => CpuBf16::NoNative,
+    }
+}
+
+/// Whether autocast runs for `precision` on `device` (CUDA: any mixed precision; the CPU:
+/// `Bf16` when [`cpu_bf16`] allows it).
 pub fn autocast_enabled(precision: Precision, device: Device) -> bool {
-    precision != Precision::Off && matches!(device, Device::Cuda(_))
+    autocast_mode(precision, device, &cpu_bf16()) != Autocast::Off
+}
+
+fn autocast_mode(precision: Precision, device: Device, cpu: &CpuBf16) -> Autocast {
+    match (precision, device) {
+        (Precision::Off, _) => Autocast::Off,
+        (_, Device::Cuda(_)) => Autocast::Cuda,
+        (Precision::Bf16, Device::Cpu) if cpu.enabled() => Autocast::CpuBf16,
+        _ => Autocast::Off,
+    }
+}
+
+/// A run's mixed-precision plan: the autocast, whether fp16 loss scaling is on, and a note to
+/// print when the precision asked for is not the one used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmpSetup {
+    /// Where the forward pass runs under autocast.
+    pub autocast: Autocast,
+    /// fp16: a [`LossScaler`] is needed.
+    pub fp16: bool,
+    /// Why the precision differs from the one asked for, if it does.
+    pub note: Option<String>,
+}
+
+/// Decides (and, for CUDA, sets the dtype of) the autocast of a run with `precision` on
+/// `device`; the engine and the training-step benchmark both call it.
+///
+/// # Errors
+/// On the CPU with bf16 chosen: an [`Error::Config`](crate::Error::Config) when the loaded
+/// libtorch lacks the autocast functions or is another version than the one the crate was built
+/// against (see [`cpu_autocast_available`]).
+pub fn setup(precision: Precision, device: Device) -> Result<AmpSetup> {
+    let cpu = if device == Device::Cpu { cpu_bf16() } else { CpuBf16::Forced };
+    let autocast = autocast_mode(precision, device, &cpu);
+    let mut fp16 = autocast == Autocast::Cuda && precision == Precision::Fp16;
+    let mut note = None;
+    match autocast {
+        Autocast::Cuda => {
+            let kind = if fp16 { Kind::Half } else { Kind::BFloat16 };
+            if !set_cuda_autocast_dtype(kind) && !fp16 {
+                note = Some("note: bf16 autocast is not available in this libtorch; using fp16 with loss scaling".into());
+                fp16 = true;
+            }
+        }
+        Autocast::CpuBf16 => cpu_autocast_available()?,
+        Autocast::Off => {
+            note = match (precision, device, cpu) {
+                (Precision::Bf16, Device::Cpu, cpu) => {
+                    cpu.reason().map(|why| format!("note: Precision::Bf16 asked for, training in f32: {why}"))
+                }
+                (Precision::Fp16, Device::Cpu, _) => {
+                    Some("note: Precision::Fp16 is a CUDA setting; the CPU trains in f32 (Precision::Bf16 autocasts on \
+                          CPUs with native bf16)"
+                        .into())
+                }
+                _ => None,
+            }
+        }
+    }
+    Ok(AmpSetup { autocast, fp16, note })
+}
+
+/// Runs `f` under `mode`'s autocast, as `with torch.autocast(device, dtype):` does: saves the
+/// device's autocast state, enables it with the dtype, counts the nesting, and on the way out
+/// (also when `f` panics) clears the cast-weight cache when the outermost scope ends and
+/// restores the state.
+///
+/// # Errors
+/// For [`Autocast::CpuBf16`], those of [`cpu_autocast_available`]; `f` is not run then.
+pub fn autocast<T>(mode: Autocast, f: impl FnOnce() -> T) -> Result<T> {
+    match mode {
+        Autocast::Off => Ok(f()),
+        Autocast::Cuda => Ok(tch::autocast(true, f)),
+        Autocast::CpuBf16 => {
+            let api = cpu_api()?;
+            let _guard = api.enter();
+            Ok(f())
+        }
+    }
+}
+
+// c10::DeviceType and c10::ScalarType values (torch/headeronly/core/DeviceType.h, ScalarType.h).
+const DEVICE_CPU: i8 = 0;
+const DEVICE_CUDA: i8 = 1;
+const SCALAR_HALF: i8 = 5;
+const SCALAR_BFLOAT16: i8 = 15;
+
+/// The address of `mangled` in the loaded `libtorch_cpu.so` (or anywhere in the process).
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) naming the symbol and the libtorch version when it is
+/// not there (another PyTorch version, or a platform without `dlsym`).
+pub fn torch_symbol(mangled: &str, what: &str) -> Result<*mut libc::c_void> {
+    #[cfg(unix)]
+    {
+        let name = std::ffi::CString::new(mangled).map_err(|_| config_err!("symbol name {mangled:?} contains a NUL"))?;
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library already in the process; dlsym
+        // with a valid NUL-terminated name only looks the name up.
+        let sym = unsafe {
+            let lib = libc::dlopen(c"libtorch_cpu.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            let scope = if lib.is_null() { libc::RTLD_DEFAULT } else { lib };
+            libc::dlsym(scope, name.as_ptr())
+        };
+        if sym.is_null() {
+            return Err(config_err!(
+                "the loaded libtorch ({}) has no `{what}` (symbol {mangled}); this crate was built against PyTorch {}. \
+                 Use the PyTorch the kit installs (./kit env), or train with Precision::Off",
+                loaded_torch_version().unwrap_or_else(|| "version unknown".into()),
+                built_torch_version()
+            ));
+        }
+        Ok(sym)
+    }
+    #[cfg(not(unix))]
+    {
+        Err(config_err!("`{what}` ({mangled}) is looked up with dlsym, which this platform lacks; use Precision::Off"))
+    }
+}
+
+/// The PyTorch version this crate was compiled against (from `torch/version.py`, by build.rs).
+pub fn built_torch_version() -> &'static str {
+    option_env!("SELFSUP_TORCH_VERSION").unwrap_or("unknown")
+}
+
+/// The version of the `libtorch_cpu.so` loaded in this process: found with `dladdr` from one of
+/// its functions, read from the `version.py` of the Python package it belongs to
+/// (`torch/lib/../version.py`) or from a standalone libtorch's `build-version`. `None` when
+/// neither file is there.
+pub fn loaded_torch_version() -> Option<String> {
+    #[cfg(unix)]
+    {
+        // SAFETY: dlopen(RTLD_NOLOAD)/dlsym only look names up; dladdr fills `info` for an address
+        // inside a loaded object and leaves it untouched otherwise.
+        let path = unsafe {
+            let lib = libc::dlopen(c"libtorch_cpu.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+            let scope = if lib.is_null() { libc::RTLD_DEFAULT } else { lib };
+            let sym = libc::dlsym(scope, c"_ZN2at8autocast11clear_cacheEv".as_ptr());
+            if sym.is_null() {
+                return None;
+            }
+            let mut info: libc::Dl_info = std::mem::zeroed();
+            if libc::dladdr(sym, &mut info) == 0 || info.dli_fname.is_null() {
+                return None;
+            }
+            std::path::PathBuf::from(std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned())
+        };
+        let dir = path.parent()?.to_path_buf();
+        let version_py = std::fs::read_to_string(dir.join("..").join("version.py")).ok();
+        if let Some(v) = version_py.as_deref().and_then(|text| {
+            text.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+        }) {
+            return Some(v);
+        }
+        std::fs::read_to_string(dir.join("..").join("build-version")).ok().map(|s| s.trim().to_string())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// "2.11" of "2.11.0+cu130".
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The libtorch functions behind CPU autocast, looked up once.
+struct CpuAutocastApi {
+    is_enabled: extern "C" fn(i8) -> bool,
+    set_enabled: extern "C" fn(i8, bool),
+    get_dtype: extern "C" fn(i8) -> i8,
+    set_dtype: extern "C" fn(i8, i8),
+    increment_nesting: extern "C" fn() -> libc::c_int,
+    decrement_nesting: extern "C" fn() -> libc::c_int,
+    clear_cache: extern "C" fn(),
+}
+
+/// Restores the CPU autocast state when dropped (see [`autocast`]).
+struct CpuAutocastGuard {
+    api: &'static CpuAutocastApi,
+    prev_enabled: bool,
+    prev_dtype: i8,
+}
+
+impl CpuAutocastApi {
+    fn lookup() -> Result<Self> {
+        let loaded = loaded_torch_version();
+        let built = built_torch_version();
+        if let Some(loaded) = &loaded {
+            let (l, b) = (major_minor(loaded), major_minor(built));
+            if l.is_some_and(|v| v < (2, 4)) {
+                return Err(config_err!(
+                    "CPU bf16 autocast needs PyTorch >= 2.4 (at::autocast::set_autocast_enabled(DeviceType, bool)); \
+                     the loaded libtorch is {loaded}. Use Precision::Off"
+                ));
+            }
+            if b.is_some() && l != b {
+                return Err(config_err!(
+                    "the loaded libtorch is {loaded} but this crate was built against PyTorch {built}: its autocast \
+                     functions were checked against {built} only. Rebuild with the loaded PyTorch (./kit env), or \
+                     train with Precision::Off"
+                ));
+            }
+        }
+        // SAFETY: each symbol is a C++ function whose mangled name encodes exactly the signature
+        // given here (checked against ATen/autocast_mode.h of PyTorch 2.11): c10::DeviceType and
+        // c10::ScalarType are enums with an int8_t underlying type, passed and returned like
+        // `i8`; bool like `bool`; none of them throws for the CPU device.
+        unsafe {
+            let f = |m: &str, w: &str| torch_symbol(m, w);
+            Ok(CpuAutocastApi {
+                is_enabled: std::mem::transmute::<*mut libc::c_void, extern "C" fn(i8) -> bool>(f(
+                    "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE",
+                    "at::autocast::is_autocast_enabled(DeviceType)",
+                )?),
+                set_enabled: std::mem::transmute::<*mut libc::c_void, extern "C" fn(i8, bool)>(f(
+                    "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb",
+                    "at::autocast::set_autocast_enabled(DeviceType, bool)",
+                )?),
+                get_dtype: std::mem::transmute::<*mut libc::c_void, extern "C" fn(i8) -> i8>(f(
+                    "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE",
+                    "at::autocast::get_autocast_dtype(DeviceType)",
+                )?),
+                set_dtype: std::mem::transmute::<*mut libc::c_void, extern "C" fn(i8, i8)>(f(
+                    "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE",
+                    "at::autocast::set_autocast_dtype(DeviceType, ScalarType)",
+                )?),
+                increment_nesting: std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> libc::c_int>(f(
+                    "_ZN2at8autocast17increment_nestingEv",
+                    "at::autocast::increment_nesting()",
+                )?),
+                decrement_nesting: std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> libc::c_int>(f(
+                    "_ZN2at8autocast17decrement_nestingEv",
+                    "at::autocast::decrement_nesting()",
+                )?),
+                clear_cache: std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(f(
+                    "_ZN2at8autocast11clear_cacheEv",
+                    "at::autocast::clear_cache()",
+                )?),
+            })
+        }
+    }
+
+    /// `torch.autocast("cpu", dtype=torch.bfloat16).__enter__()` (torch/amp/autocast_mode.py).
+    fn enter(&'static self) -> CpuAutocastGuard {
+        let guard =
+            CpuAutocastGuard { api: self, prev_enabled: (self.is_enabled)(DEVICE_CPU), prev_dtype: (self.get_dtype)(DEVICE_CPU) };
+        (self.set_enabled)(DEVICE_CPU, true);
+        (self.set_dtype)(DEVICE_CPU, SCALAR_BFLOAT16);
+        (self.increment_nesting)();
+        guard
+    }
+}
+
+impl Drop for CpuAutocastGuard {
+    /// `__exit__`: the cache of bf16 copies of the weights lives as long as the outermost scope
+    /// (the weights change at the optimizer step), then the previous state comes back.
+    fn drop(&mut self) {
+        if (self.api.decrement_nesting)() == 0 {
+            (self.api.clear_cache)();
+        }
+        (self.api.set_enabled)(DEVICE_CPU, self.prev_enabled);
+        (self.api.set_dtype)(DEVICE_CPU, self.prev_dtype);
+    }
+}
+
+fn cpu_api() -> Result<&'static CpuAutocastApi> {
+    static API: OnceLock<std::result::Result<CpuAutocastApi, String>> = OnceLock::new();
+    match API.get_or_init(|| CpuAutocastApi::lookup().map_err(|e| e.to_string())) {
+        Ok(api) => Ok(api),
+        Err(e) => Err(crate::Error::Config(e.trim_start_matches("invalid configuration: ").to_string())),
+    }
+}
+
+/// Checks that CPU autocast can run here: the loaded libtorch is the version the crate was
+/// built against and has the autocast functions (looked up once per process).
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) saying which check failed and what to do.
+pub fn cpu_autocast_available() -> Result<()> {
+    cpu_api().map(|_| ())
 }
 
 /// Sets the dtype CUDA autocast casts to. tch 0.24 exposes only `autocast(enabled, f)`, whose
 /// dtype is libtorch's default (fp16), so this calls libtorch's
-/// `at::autocast::set_autocast_dtype(DeviceType::CUDA, ScalarType)` found at run time in the
-/// already loaded `libtorch_cpu.so`. Returns false when the symbol is not found.
+/// `at::autocast::set_autocast_dtype(DeviceType::CUDA, ScalarType)` found at run time with
+/// [`torch_symbol`]. Returns false when the symbol is not found.
 pub fn set_cuda_autocast_dtype(kind: Kind) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // c10::ScalarType and c10::DeviceType values (c10/core/ScalarType.h, DeviceType.h).
-        let scalar: i8 = match kind {
-            Kind::Half => 5,
-            Kind::BFloat16 => 15,
-            _ => return false,
-        };
-        const CUDA: i8 = 1;
-        // SAFETY: RTLD_NOLOAD only returns a handle to a library already in the process; the symbol
-        // is `void at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)`, both enums
-        // with an int8_t underlying type, passed like `i8` in the C calling convention.
-        unsafe {
-            let lib = libc::dlopen(c"libtorch_cpu.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-            let scope = if lib.is_null() { libc::RTLD_DEFAULT } else { lib };
-            let sym =
-                libc::dlsym(scope, c"_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE".as_ptr());
-            if sym.is_null() {
-                return false;
-            }
-            let f: extern "C" fn(i8, i8) = std::mem::transmute(sym);
-            f(CUDA, scalar);
-            true
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        kind == Kind::Half
-    }
+    let scalar = match kind {
+        Kind::Half => SCALAR_HALF,
+        Kind::BFloat16 => SCALAR_BFLOAT16,
+        _ => return false,
+    };
+    let Ok(sym) = torch_symbol(
+        "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE",
+        "at::autocast::set_autocast_dtype(DeviceType, ScalarType)",
+    ) else {
+        return false;
+    };
+    // SAFETY: `void at::autocast::set_autocast_dtype(c10::DeviceType, c10::ScalarType)`, both
+    // enums with an int8_t underlying type, passed like `i8` in the C calling convention.
+    let f: extern "C" fn(i8, i8) = unsafe { std::mem::transmute(sym) };
+    f(DEVICE_CUDA, scalar);
+    true
 }
 
 /// The same values in channels-last memory order (NHWC strides, NCHW shape), for 4-D tensors.
@@ -119,9 +547,56 @@ mod tests {
     }
 
     #[test]
-    fn autocast_is_a_cuda_setting() {
-        assert!(!autocast_enabled(Precision::Bf16, Device::Cpu));
-        assert!(!autocast_enabled(Precision::Off, Device::Cuda(0)));
-        assert!(autocast_enabled(Precision::Fp16, Device::Cuda(0)));
+    fn autocast_runs_on_cuda_and_on_cpus_with_bf16() {
+        let native = CpuBf16::Native("avx512_bf16");
+        let none = CpuBf16::NoNative;
+        assert_eq!(autocast_mode(Precision::Bf16, Device::Cpu, &none), Autocast::Off);
+        assert_eq!(autocast_mode(Precision::Bf16, Device::Cpu, &native), Autocast::CpuBf16);
+        assert_eq!(autocast_mode(Precision::Bf16, Device::Cpu, &CpuBf16::Forced), Autocast::CpuBf16);
+        // fp16 stays a CUDA setting: no loss scaling on the CPU.
+        assert_eq!(autocast_mode(Precision::Fp16, Device::Cpu, &native), Autocast::Off);
+        assert_eq!(autocast_mode(Precision::Off, Device::Cuda(0), &native), Autocast::Off);
+        assert_eq!(autocast_mode(Precision::Fp16, Device::Cuda(0), &none), Autocast::Cuda);
+    }
+
+    #[test]
+    fn bf16_features_are_read_from_cpuinfo() {
+        // This machine's kind of line (AMD EPYC, AVX2 only) and a Sapphire Rapids one.
+        let epyc = "processor\t: 0\nflags\t\t: fpu vme sse2 avx fma avx2 bmi2 sha_ni\nbugs\t\t: sysret_ss_attrs\n";
+        let spr = "flags\t\t: avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile amx_int8\n";
+        let zen4 = "flags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n";
+        let graviton3 = "Features\t: fp asimd evtstrm aes sve bf16 i8mm\n";
+        let graviton2 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n";
+        assert_eq!(native_bf16_feature(epyc), None);
+        assert_eq!(native_bf16_feature(spr), Some("amx_bf16"));
+        assert_eq!(native_bf16_feature(zen4), Some("avx512_bf16"));
+        assert_eq!(native_bf16_feature(graviton3), Some("bf16"));
+        assert_eq!(native_bf16_feature(graviton2), None);
+        // A word that only contains the name is not the feature; nor is a bf16 outside flags.
+        assert_eq!(native_bf16_feature("flags\t: avx512_bf16x\nmodel name\t: bf16 amx_bf16\n"), None);
+        assert_eq!(native_bf16_feature(""), None);
+    }
+
+    #[test]
+    fn the_mode_overrides_detection() {
+        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Auto, "auto", Some("avx512_bf16")), CpuBf16::Native("avx512_bf16"));
+        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Force, "x", None), CpuBf16::Forced);
+        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Force, "x", Some("bf16")), CpuBf16::Native("bf16"));
+        let no = decide_cpu_bf16(CpuBf16Mode::Auto, "auto", None);
+        assert_eq!(no, CpuBf16::NoNative);
+        let why = no.reason().unwrap();
+        assert!(why.contains("no native bf16") && why.contains("SELFSUP_CPU_BF16=force"), "{why}");
+        let off = decide_cpu_bf16(CpuBf16Mode::Off, "SELFSUP_CPU_BF16", Some("amx_bf16"));
+        assert_eq!(off, CpuBf16::TurnedOff("SELFSUP_CPU_BF16"), "off wins over native support");
+        assert!(!off.enabled() && off.reason().unwrap().contains("SELFSUP_CPU_BF16"));
+        assert!(CpuBf16::Forced.enabled() && CpuBf16::Forced.reason().is_none());
+    }
+
+    #[test]
+    fn version_numbers_compare_by_major_and_minor() {
+        assert_eq!(major_minor("2.11.0+cu130"), Some((2, 11)));
+        assert_eq!(major_minor("2.4.1"), Some((2, 4)));
+        assert!(major_minor("2.3.1").unwrap() < (2, 4));
+        assert_eq!(major_minor("unknown"), None);
     }
 }

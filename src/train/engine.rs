@@ -12,7 +12,7 @@
 //! step records. Because every checkpoint comes after a flush, none holds weights from after a
 //! non-finite loss. The one per-step read left is fp16 loss scaling's finite check (see
 //! [`backward_and_step`]).
-use super::amp::{self, LossScaler, Precision};
+use super::amp::{self, LossScaler};
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
 use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
@@ -43,13 +43,13 @@ pub(crate) trait Trainee {
     fn state(&self) -> Vec<(String, Tensor)>;
     /// Restores [`Trainee::state`].
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
-    /// Augments the batch and computes the loss (inside autocast when `autocast`).
+    /// Augments the batch and computes the loss (inside `autocast`).
     fn forward(
         &mut self,
         batch: &Batch,
         rng: &mut AugmentRng,
         channels_last: bool,
-        autocast: bool,
+        autocast: amp::Autocast,
     ) -> Result<StepOutput>;
     /// After the optimizer step.
     fn after_step(&mut self, step: usize, total: usize) -> Result<()>;
@@ -98,16 +98,12 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
         batch: &Batch,
         rng: &mut AugmentRng,
         channels_last: bool,
-        autocast: bool,
+        autocast: amp::Autocast,
     ) -> Result<StepOutput> {
         let (v1, v2) = self.augment.two_views(&batch.images, rng)?; // [B, 3, S, S] each
         let (v1, v2) = if channels_last { (amp::to_channels_last(&v1), amp::to_channels_last(&v2)) } else { (v1, v2) };
         let method = &mut *self.method;
-        if autocast {
-            tch::autocast(true, || method.training_step(&v1, &v2))
-        } else {
-            method.training_step(&v1, &v2)
-        }
+        amp::autocast(autocast, || method.training_step(&v1, &v2))?
     }
     fn after_step(&mut self, step: usize, total: usize) -> Result<()> {
         self.method.after_step(step, total)
@@ -177,13 +173,13 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
         batch: &Batch,
         rng: &mut AugmentRng,
         channels_last: bool,
-        autocast: bool,
+        autocast: amp::Autocast,
     ) -> Result<StepOutput> {
         let labels =
             batch.labels.as_ref().ok_or_else(|| Error::Data("train_supervised: a batch came without labels".into()))?;
         let x = self.augment.apply(&batch.images, rng)?; // [B, 3, S, S]
         let x = if channels_last { amp::to_channels_last(&x) } else { x };
-        let logits = if autocast { tch::autocast(true, || self.logits(&x, true))? } else { self.logits(&x, true)? }; // [B, C]
+        let logits = amp::autocast(autocast, || self.logits(&x, true))??; // [B, C]
         let loss = logits.cross_entropy_for_logits(labels); // []
         let accuracy =
             tch::no_grad(|| logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Float).mean(Kind::Float));
@@ -379,15 +375,11 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     let mut opt = Optimizer::new(t.vars(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
     let cuda = matches!(device, Device::Cuda(_));
     let channels_last = cfg.channels_last && cuda;
-    let autocast = amp::autocast_enabled(cfg.mixed_precision, device);
     let mut progress = Progress::new(cfg.progress, cfg.log_every, 0);
-    let mut fp16 = autocast && cfg.mixed_precision == Precision::Fp16;
-    if autocast {
-        let kind = if fp16 { Kind::Half } else { Kind::BFloat16 };
-        if !amp::set_cuda_autocast_dtype(kind) && !fp16 {
-            progress.warn("note: bf16 autocast is not available in this libtorch; using fp16 with loss scaling");
-            fp16 = true;
-        }
+    // CUDA autocast, CPU bf16 autocast where the CPU has bf16, else f32 (with a note saying why).
+    let amp::AmpSetup { autocast, fp16, note } = amp::setup(cfg.mixed_precision, device)?;
+    if let Some(note) = note {
+        progress.warn(&note);
     }
     let mut scaler = fp16.then(LossScaler::default);
 

@@ -1,6 +1,7 @@
 //! The training engine: self-supervised pre-training ([`pretrain`]) and supervised training
 //! ([`train_supervised`]) with our own optimizers ([`Optimizer`]: SGD, Adam, AdamW, LARS), pure
-//! learning-rate schedules ([`LrSchedule`]), mixed precision and channels-last on CUDA,
+//! learning-rate schedules ([`LrSchedule`]), mixed precision (CUDA, and bf16 on CPUs with native
+//! bf16) and channels-last on CUDA,
 //! gradient clipping, a `\r` progress bar, a [`History`] written as JSON lines while training,
 //! the collapse monitor and online kNN accuracy (B7), and checkpoints that resume exactly.
 //!
@@ -129,8 +130,10 @@ pub struct TrainConfig {
     pub checkpoint_every_secs: Option<f64>,
     /// Stop this call (after a checkpoint) once it has trained this long; run it again to go on.
     pub time_budget_secs: Option<f64>,
-    /// Autocast precision on CUDA (ignored on the CPU). bf16: PyTorch's recommended recipe on
-    /// A100/H100 (`torch.autocast("cuda", dtype=torch.bfloat16)`).
+    /// Autocast precision. bf16: PyTorch's recommended recipe on A100/H100
+    /// (`torch.autocast("cuda", dtype=torch.bfloat16)`) and on CPUs with native bf16
+    /// (`torch.autocast("cpu", dtype=torch.bfloat16)`); other CPUs train in f32 and say why
+    /// (see [`amp`]).
     pub mixed_precision: Precision,
     /// Channels-last memory format for weights and inputs on CUDA (PyTorch's performance
     /// tuning guide: faster convolutions with tensor cores). Ignored on the CPU.
@@ -354,7 +357,7 @@ pub struct KnnMonitor<'a> {
 /// from `augment` (an [`Augment`] for both views or a [`crate::augment::TwoViews`] pair),
 /// checkpointing into `out_dir` and resuming from it; see the module doc.
 ///
-/// Per batch: views → `training_step` (under autocast when asked, on CUDA) → backward
+/// Per batch: views → `training_step` (under autocast when asked: CUDA, CPUs with bf16) → backward
 /// (loss-scaled for fp16) → gradient clipping → optimizer step → `after_step`; every
 /// `log_every` steps (and at epoch ends and before checkpoints) the window's losses and metrics
 /// are read at once: NaN check, collapse monitor, history, progress bar.

@@ -1,0 +1,141 @@
+//! The longer numerics check of CPU bf16 autocast (issue 17): every method pre-trains `steps`
+//! steps through `train::pretrain` at the lesson scale (the embedded 32 px dataset, the
+//! methods' `tiny` presets: ResNet-18 with the CIFAR stem, batch 32) in f32 and under CPU bf16
+//! autocast, from the same seed on the same batches, then a kNN probe (k 200, τ 0.1) reads both
+//! backbones' frozen features. One row per run: first, last and largest loss, the kNN accuracy,
+//! seconds. Exits with 1 when a loss is not finite, a bf16 first loss strays more than 5 % from
+//! the f32 one, or the bf16 probe is more than `tolerance` (default 0.03) below the f32 one.
+//!
+//! ```text
+//! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.03]
+//! ```
+//!
+//! bf16 runs where the CPU has native bf16; elsewhere the example forces it
+//! (`CpuBf16Mode::Force`: libtorch emulates bf16, slowly), so the numerics can be checked on
+//! any CPU; the seconds column then says nothing about speed (see BENCHMARKS.md).
+use selfsup::prelude::*;
+use selfsup::train::amp::{self, CpuBf16Mode};
+use selfsup::train::{knn_accuracy, KnnConfig};
+use std::process::ExitCode;
+use std::time::Instant;
+
+fn method(name: &str) -> Result<Box<dyn SslMethod>> {
+    seed_everything(0);
+    Ok(match name {
+        "simclr" => Box::new(SimClr::new(SimClrConfig::tiny(), Device::Cpu)?),
+        "moco_v2" => Box::new(Moco::new(MocoConfig::tiny(), Device::Cpu)?),
+        "byol" => Box::new(Byol::new(ByolConfig::tiny(), Device::Cpu)?),
+        "barlow_twins" => Box::new(BarlowTwins::new(BarlowTwinsConfig::tiny(), Device::Cpu)?),
+        other => return Err(Error::Config(format!("unknown method '{other}': use simclr, moco_v2, byol, barlow_twins"))),
+    })
+}
+
+struct Run {
+    first: f64,
+    last: f64,
+    max: f64,
+    knn: f64,
+    seconds: f64,
+}
+
+fn run(name: &str, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> Result<Run> {
+    let [unlabeled, train_set, test_set] = sets;
+    let mut m = method(name)?;
+    let cfg = TrainConfig {
+        mixed_precision: precision,
+        max_steps: Some(steps),
+        epochs: steps.div_ceil(unlabeled.len() / 32).max(1),
+        log_every: 10,
+        checkpoint_every_steps: None,
+        checkpoint_every_secs: None,
+        ..TrainConfig::tiny()
+    }
+    .resume(false)
+    .progress(false);
+    let out = std::env::temp_dir().join(format!("selfsup_cpu_bf16_check_{name}_{precision:?}_{}", std::process::id()));
+    let aug = augment::presets::simclr(32);
+    let started = Instant::now();
+    let history = train::pretrain(m.as_mut(), unlabeled, &aug, &cfg, &out)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&out);
+    let losses: Vec<f64> = history.losses().iter().map(|p| p.1).collect();
+    let norm = aug.output_normalization();
+    let knn = knn_accuracy(m.backbone(), train_set, test_set, norm.as_ref(), &KnnConfig::default(), Device::Cpu)?;
+    Ok(Run {
+        first: losses.first().copied().unwrap_or(f64::NAN),
+        last: losses.last().copied().unwrap_or(f64::NAN),
+        max: losses.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        knn,
+        seconds,
+    })
+}
+
+fn main() -> ExitCode {
+    match check() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check() -> Result<bool> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let steps: usize = match args.first() {
+        Some(s) => s.parse().map_err(|_| Error::Config(format!("steps must be a whole number, got '{s}'")))?,
+        None => 200,
+    };
+    let methods: Vec<String> = args
+        .get(1)
+        .map_or("simclr,moco_v2,byol,barlow_twins", |s| s.as_str())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let tolerance: f64 = match args.get(2) {
+        Some(s) => s.parse().map_err(|_| Error::Config(format!("tolerance must be a number, got '{s}'")))?,
+        None => 0.03,
+    };
+    let native = amp::cpu_bf16();
+    if !native.enabled() {
+        amp::set_cpu_bf16_mode(Some(CpuBf16Mode::Force));
+        println!("note: no native bf16 on this CPU: bf16 is forced and emulated (slow); the numerics are what is checked");
+    }
+    println!("device: {}", selfsup::device::describe(Device::Cpu));
+    let data = SyntheticConfig::default(); // the lesson scale's embedded 32 px dataset
+    let sets = [
+        data::synthetic::load(Split::Unlabeled, &data)?,
+        data::synthetic::load(Split::Train, &data)?,
+        data::synthetic::load(Split::Test, &data)?,
+    ];
+    println!("| method | precision | steps | first loss | last loss | largest loss | kNN accuracy | seconds | check |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut ok = true;
+    for name in &methods {
+        let f32_run = run(name, Precision::Off, steps, &sets)?;
+        let bf16_run = run(name, Precision::Bf16, steps, &sets)?;
+        for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {
+            let finite = r.first.is_finite() && r.last.is_finite() && r.max.is_finite();
+            let close = (r.first - f32_run.first).abs() <= 0.05 * f32_run.first.abs();
+            let probe = r.knn >= f32_run.knn - tolerance;
+            let verdict = match (finite, close, probe) {
+                (false, _, _) => "FAIL: loss not finite",
+                (_, false, _) => "FAIL: first loss too far from f32",
+                (_, _, false) => "FAIL: probe below f32's",
+                _ => "ok",
+            };
+            ok &= finite && close && probe;
+            println!(
+                "| {name} | {precision} | {steps} | {:.4} | {:.4} | {:.4} | {:.1}% | {:.0} | {verdict} |",
+                r.first,
+                r.last,
+                r.max,
+                100.0 * r.knn,
+                r.seconds
+            );
+        }
+    }
+    println!("{}", if ok { "all runs finite and consistent" } else { "some runs FAILED (see the table)" });
+    Ok(ok)
+}
