@@ -71,6 +71,10 @@ fn label_fraction_is_stratified_and_seeded() -> Result<()> {
     let sub = label_fraction(&set, 0.1, 7)?;
     let batch = Batch { images: sub.images.shallow_clone(), labels: None, indices: a.clone() };
     assert_eq!(ids_in(&batch), a);
+    // A part is named as one; the whole (100 %) keeps the set's name, so a run trained on the
+    // set and one trained on its 100 % subset share a run identity (notebook 04 trains both).
+    assert!(sub.name.contains("10% of labels"), "{}", sub.name);
+    assert_eq!(label_fraction(&set, 1.0, 7)?.name, set.name);
 
     assert!(matches!(label_fraction(&set, 0.0, 0), Err(Error::Config(_))));
     assert!(matches!(label_fraction(&set, 1.5, 0), Err(Error::Config(_))));

@@ -51,7 +51,8 @@ pub fn label_fraction_indices(labels: &[i64], num_classes: usize, fraction: f64,
 }
 
 /// A stratified, seeded subset holding `fraction` of the images of each class (at least one per
-/// class): `label_fraction(&train, 0.01, seed)` for the 1 % curve of S3.2.
+/// class): `label_fraction(&train, 0.01, seed)` for the 1 % curve of S3.2. A subset that keeps
+/// every image (1.0) is the set itself, name included, so runs trained on either are one run.
 ///
 /// # Errors
 /// [`Error::Data`] for an unlabelled set; [`Error::Config`] unless `0 < fraction <= 1`.
@@ -61,7 +62,11 @@ pub fn label_fraction(set: &ImageSet, fraction: f64, seed: u64) -> Result<ImageS
     }
     let indices = label_fraction_indices(&set.label_vec(), set.num_classes(), fraction, seed)?;
     let mut out = set.select(&indices)?;
-    out.name = format!("{} ({}% of labels, seed {seed})", set.name, fraction * 100.0);
+    // Every image kept (100 %, or classes of one image) is the set itself: same name, so a run
+    // trained on `set` is recognised as the same run (its identity includes the dataset name).
+    if indices.len() != set.len() {
+        out.name = format!("{} ({}% of labels, seed {seed})", set.name, fraction * 100.0);
+    }
     Ok(out)
 }
 
