@@ -80,7 +80,27 @@ pub fn activation_energy_raw(net: &ResNet, images: &Tensor, stage: Stage) -> Res
         return Err(Error::Config(format!("{stage:?} has no spatial layout: use Stage::Layer1..Layer4")));
     }
     let a = tch::no_grad(|| net.forward_until(images, stage, false))?; // [B, C, h, w]
-    Ok(a.to_kind(Kind::Float).square().sum_dim_intlist(1, false, Kind::Float).to_device(Device::Cpu)) // [B, h, w]
+    Ok(channel_energy(&a)?.to_device(Device::Cpu))
+}
+
+/// The seminar's energy Σ_c A² of `features` `[B, C, h, w]`: `[B, h, w]` float, same device, not
+/// normalised. [`crate::viz::activation_energy`] normalises it for display.
+///
+/// # Errors
+/// `features` not `[B, C, h, w]` float, or NaN / infinite energies.
+pub fn channel_energy(features: &Tensor) -> Result<Tensor> {
+    let size = features.size();
+    if size.len() != 4 || size.contains(&0) {
+        return Err(Error::shape("activation energy features", "[B, C, h, w], none empty", &size));
+    }
+    if !features.is_floating_point() {
+        return Err(Error::Data(format!("activation energy: expected float features, got {:?}", features.kind())));
+    }
+    let energy = features.to_kind(Kind::Float).square().sum_dim_intlist(1, false, Kind::Float); // [B, h, w]
+    if !bool::try_from(energy.isfinite().all())? {
+        return Err(Error::Data("activation energy: features contain NaN or infinite values".into()));
+    }
+    Ok(energy)
 }
 
 /// Two encoders' energy-on-object shares, image by image, and whether the first puts more of

@@ -52,7 +52,7 @@ pub use finetune::{fine_tune, fine_tune_snapshots, fine_tune_with, FineTuneConfi
 pub use fractions::{label_fractions, FractionRun, FractionsConfig, FractionsReport, Protocol};
 pub use knn::{knn_accuracy, knn_predict};
 pub use linear_probe::{linear_probe, moco_encoder_q, LinearProbeConfig};
-pub use localization::{activation_energy_raw, energy_in_mask, ObjectEnergy};
+pub use localization::{activation_energy_raw, channel_energy, energy_in_mask, ObjectEnergy};
 pub use logistic::{
     fit_logistic, logistic_probe, logistic_probe_split, ClassReport, LogisticConfig, LogisticModel, Multiclass,
     ProbeReport,

@@ -29,18 +29,7 @@ use tch::{Device, Kind, Tensor};
 /// # Errors
 /// `features` not `[B, C, h, w]` float, NaN or infinite values.
 pub fn activation_energy(features: &Tensor) -> Result<Tensor> {
-    let size = features.size();
-    if size.len() != 4 || size.contains(&0) {
-        return Err(Error::shape("activation_energy features", "[B, C, h, w], none empty", &size));
-    }
-    if !features.is_floating_point() {
-        return Err(Error::Data(format!("activation_energy: expected float features, got {:?}", features.kind())));
-    }
-    let energy = features.to_kind(Kind::Float).square().sum_dim_intlist(1, false, Kind::Float); // [B, h, w]
-    if !bool::try_from(energy.isfinite().all())? {
-        return Err(Error::Data("activation_energy: features contain NaN or infinite values".into()));
-    }
-    Ok(normalize_per_image(&energy))
+    Ok(normalize_per_image(&crate::eval::channel_energy(features)?))
 }
 
 /// Min-max normalisation of each `[h, w]` map of `[B, h, w]` (the seminar's 1e-12 guard).
