@@ -173,6 +173,9 @@ impl SslMethod for BarlowTwins {
         let z2 = self.project(v2)?; // [N, D]
                                     // 2. cross-correlation of the batch-normalised projections
         let c = cross_correlation(&z1, &z2, BarlowTwinsLossConfig::default().eps)?; // [D, D]
+        // Under bf16/fp16 autocast the matmul returns half precision; summing D² squared terms
+        // there rounds the loss to a few digits (a logged 91.0, 97.0). The terms are summed in f32.
+        let c = if matches!(c.kind(), Kind::BFloat16 | Kind::Half) { c.to_kind(Kind::Float) } else { c };
                                                                                     // 3. invariance + λ · redundancy reduction
         let (on_diag, off_diag) = barlow_twins_terms(&c)?; // [], []
         let lambda = self.config.off_diagonal_weight;
