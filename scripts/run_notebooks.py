@@ -9,6 +9,11 @@ stderr (for `?`, just the error's message) while the cell still counts as execut
 `error` outputs this fails on any text a cell writes to stderr (the kit prints progress and
 results on stdout), scans stdout for the markers of a crash, and checks that every code cell ran.
 
+Notebooks write their own scale (01: `lesson`); this runner sets SELFSUP_SCALE, which overrides it,
+to `--scale` (default: SELFSUP_SCALE if set, else `smoke`, the tests' scale), so a test run never
+trains at a lesson's size by accident. `--runs DIR` sets SELFSUP_RUNS (where the notebooks keep
+their run folders; default: runs/ next to each notebook).
+
 A notebook may ask for key figures in its metadata: {"selfsup": {"min_images": 3}} fails the
 run if fewer image outputs come out.
 """
@@ -190,7 +195,15 @@ def main():
     ap.add_argument("--out", default="notebooks/out")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("SELFSUP_CELL_TIMEOUT", "1800")),
                     help="seconds one cell may run (default 1800, env SELFSUP_CELL_TIMEOUT)")
+    ap.add_argument("--scale", choices=["smoke", "lesson", "demo", "full"],
+                    default=os.environ.get("SELFSUP_SCALE", "").strip().lower() or "smoke",
+                    help="the scale every notebook runs at (default: $SELFSUP_SCALE, else smoke)")
+    ap.add_argument("--runs", help="folder for the notebooks' runs (SELFSUP_RUNS; default runs/ next to each notebook)")
     args = ap.parse_args()
+    os.environ["SELFSUP_SCALE"] = args.scale  # the kernel inherits this process's environment
+    if args.runs:
+        os.environ["SELFSUP_RUNS"] = os.path.abspath(args.runs)
+    print(f"scale {args.scale}; runs in {os.environ.get('SELFSUP_RUNS', 'runs/ next to each notebook')}", flush=True)
     passed = failed = 0
     for path in sorted(args.notebooks):
         if run(path, args.kernel, args.out, args.timeout):

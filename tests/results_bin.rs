@@ -138,7 +138,7 @@ fn smoke_run_reports_every_experiment_and_resumes_without_retraining() {
 #[test]
 fn bad_arguments_say_what_is_wrong_and_what_to_do() {
     for (args, expect) in [
-        (&["--scale", "huge"][..], "--scale must be smoke, demo or full, got 'huge'"),
+        (&["--scale", "huge"][..], "--scale must be smoke, lesson, demo or full, got 'huge'"),
         (&["--epochs-factor", "-1"][..], "--epochs-factor must be a positive number"),
         (&["--epochs-factor", "x"][..], "--epochs-factor: cannot read 'x'"),
         (&["--device", "tpu"][..], "--device must be cpu, cuda or auto, got 'tpu'"),
@@ -154,7 +154,7 @@ fn bad_arguments_say_what_is_wrong_and_what_to_do() {
     let o = Command::new(BIN).env("SELFSUP_SCALE", "large").output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr.contains("SELFSUP_SCALE must be smoke, demo or full, got 'large'; or pass --scale"), "{stderr}");
+    assert!(stderr.contains("SELFSUP_SCALE must be smoke, lesson, demo or full, got 'large'; or pass --scale"), "{stderr}");
     let help = run(&["--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--epochs-factor F"));
