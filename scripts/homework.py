@@ -56,7 +56,9 @@ def make_course(course):
 
 def nbgrader(course, *args, check=True):
     bindir = os.path.dirname(sys.executable)  # the venv's: nbgrader runs `alembic` from PATH
-    env = dict(os.environ, SELFSUP_ROOT=ROOT, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    # SELFSUP_PREPARED_RUNS empty: a submission trains its own runs, never loads the ones a teacher
+    # prepared with the solution for class (the kernel would otherwise look in the cache).
+    env = dict(os.environ, SELFSUP_ROOT=ROOT, SELFSUP_PREPARED_RUNS="", PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     cmd = [os.path.join(bindir, "nbgrader"), *args]
     r = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
     if check and r.returncode != 0:

@@ -7,6 +7,9 @@
 # each kernel takes the first free "slot" folder, held by a lock for the kernel's lifetime.
 set -euo pipefail
 build="${SELFSUP_EVCXR_BUILD:?the kernelspec sets SELFSUP_EVCXR_BUILD}"
+# Runs that ./kit prepare trained into the cache, unless the caller chose otherwise: set but
+# empty (the notebook tests, the homework grader) means none.
+export SELFSUP_PREPARED_RUNS="${SELFSUP_PREPARED_RUNS-${SELFSUP_CACHE_RUNS:-}}"
 mkdir -p "$build"
 for slot in 0 1 2 3 4 5 6 7; do
     exec {lock}>"$build/slot-$slot.lock"

@@ -12,7 +12,7 @@ results on stdout), scans stdout for the markers of a crash, and checks that eve
 Notebooks write their own scale (01: `lesson`); this runner sets SELFSUP_SCALE, which overrides it,
 to `--scale` (default: SELFSUP_SCALE if set, else `smoke`, the tests' scale), so a test run never
 trains at a lesson's size by accident. `--runs DIR` sets SELFSUP_RUNS (where the notebooks keep
-their run folders; default: runs/ next to each notebook).
+their run folders; default: runs/ next to each notebook, and not the runs `./kit prepare` trained).
 
 A notebook may ask for key figures in its metadata: {"selfsup": {"min_images": 3}} fails the
 run if fewer image outputs come out.
@@ -203,6 +203,9 @@ def main():
     os.environ["SELFSUP_SCALE"] = args.scale  # the kernel inherits this process's environment
     if args.runs:
         os.environ["SELFSUP_RUNS"] = os.path.abspath(args.runs)
+    else:  # runs/ next to each notebook, never the runs ./kit prepare trained into the cache
+        os.environ.pop("SELFSUP_RUNS", None)
+        os.environ["SELFSUP_PREPARED_RUNS"] = ""
     print(f"scale {args.scale}; runs in {os.environ.get('SELFSUP_RUNS', 'runs/ next to each notebook')}", flush=True)
     passed = failed = 0
     for path in sorted(args.notebooks):

@@ -36,8 +36,10 @@ pub enum Scale {
 impl Scale {
     /// The environment variable read by [`Scale::from_env`] and [`Scale::choose`].
     pub const ENV: &'static str = "SELFSUP_SCALE";
-    /// The environment variable read by [`Scale::runs_folder`].
+    /// The environment variable read by [`Scale::runs_folder`]: where every notebook's runs go.
     pub const RUNS_ENV: &'static str = "SELFSUP_RUNS";
+    /// Where `./kit prepare` trained runs (read by [`Scale::runs_folder`] when the folder exists).
+    pub const PREPARED_ENV: &'static str = "SELFSUP_PREPARED_RUNS";
     /// Every scale, smallest first.
     pub const ALL: [Scale; 4] = [Scale::Smoke, Scale::Lesson, Scale::Demo, Scale::Full];
 
@@ -100,16 +102,31 @@ impl Scale {
         }
     }
 
-    /// Where a notebook keeps its runs at this scale: `$SELFSUP_RUNS/<notebook>-<scale>` when
-    /// `SELFSUP_RUNS` is set (the kit's Jupyter kernel sets it to the kit's cache, so that runs
-    /// trained by `./kit prepare` or in one clone are found by the next), else
-    /// `runs/<notebook>-<scale>` next to the notebook.
+    /// Where a notebook keeps its runs at this scale:
+    ///
+    /// 1. `$SELFSUP_RUNS/<notebook>-<scale>` when `SELFSUP_RUNS` is set (the test runner and
+    ///    `./kit prepare` set it);
+    /// 2. else `$SELFSUP_PREPARED_RUNS/<notebook>-<scale>` when that folder exists: the runs
+    ///    `./kit prepare` trained into the kit's cache, which the kit's Jupyter kernel points
+    ///    `SELFSUP_PREPARED_RUNS` at, so the training cells load them (FAST mode);
+    /// 3. else `runs/<notebook>-<scale>` next to the notebook.
     pub fn runs_folder(self, notebook: &str) -> PathBuf {
-        let base = match std::env::var_os(Self::RUNS_ENV) {
-            Some(v) if !v.is_empty() => PathBuf::from(v),
-            _ => PathBuf::from("runs"),
-        };
-        base.join(format!("{notebook}-{}", self.name()))
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        self.runs_folder_in(notebook, var(Self::RUNS_ENV), var(Self::PREPARED_ENV))
+    }
+
+    /// [`Scale::runs_folder`] with the two variables given.
+    pub fn runs_folder_in(self, notebook: &str, runs: Option<PathBuf>, prepared: Option<PathBuf>) -> PathBuf {
+        let leaf = format!("{notebook}-{}", self.name());
+        if let Some(base) = runs {
+            return base.join(leaf);
+        }
+        if let Some(base) = prepared {
+            if base.join(&leaf).is_dir() {
+                return base.join(leaf);
+            }
+        }
+        PathBuf::from("runs").join(leaf)
     }
 }
 
@@ -159,5 +176,19 @@ mod tests {
         assert_eq!(s, Scale::Lesson);
         assert!(why.contains("written in this cell"), "{why}");
         assert_eq!(Scale::resolve(Scale::Demo, Some(Scale::Demo)).0, Scale::Demo);
+    }
+
+    #[test]
+    fn runs_go_to_selfsup_runs_then_to_prepared_runs_that_exist_then_next_to_the_notebook() {
+        let prepared = std::env::temp_dir().join(format!("selfsup-prepared-{}", std::process::id()));
+        std::fs::create_dir_all(prepared.join("01_moco-lesson")).unwrap();
+        let s = Scale::Lesson;
+        assert_eq!(s.runs_folder_in("01_moco", Some("/r".into()), Some(prepared.clone())), PathBuf::from("/r/01_moco-lesson"));
+        assert_eq!(s.runs_folder_in("01_moco", None, Some(prepared.clone())), prepared.join("01_moco-lesson"));
+        // Not prepared at this scale (or this notebook): next to the notebook.
+        assert_eq!(Scale::Smoke.runs_folder_in("01_moco", None, Some(prepared.clone())), PathBuf::from("runs/01_moco-smoke"));
+        assert_eq!(s.runs_folder_in("04_bt", None, Some(prepared.clone())), PathBuf::from("runs/04_bt-lesson"));
+        assert_eq!(s.runs_folder_in("01_moco", None, None), PathBuf::from("runs/01_moco-lesson"));
+        std::fs::remove_dir_all(prepared).unwrap();
     }
 }
