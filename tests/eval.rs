@@ -631,3 +631,21 @@ fn fast_probe_on_a_self_supervised_encoder_beats_random_weights() -> Result<()> 
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[test]
+fn a_classifier_fc_is_drawn_from_its_seed_alone() -> Result<()> {
+    // The fc's starting weights are part of a probe's or fine-tuning's run identity, so they must
+    // not depend on libtorch's global generator, which parallel threads share.
+    let b = Backbone::random(&fast_resnet(), 2, Device::Cpu)?;
+    let names: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
+    let fc = |c: &eval::Classifier| c.vs().variables()["fc.weight"].copy();
+    let a = eval::Classifier::from_backbone(&b, &names, 0.01, 7)?;
+    tch::manual_seed(12345);
+    let _ = Tensor::randn([1000], (Kind::Float, Device::Cpu)); // another user of the global generator
+    let again = eval::Classifier::from_backbone(&b, &names, 0.01, 7)?;
+    assert!(fc(&a).equal(&fc(&again)), "same seed, same fc");
+    assert!(!fc(&a).equal(&fc(&eval::Classifier::from_backbone(&b, &names, 0.01, 8)?)), "another seed, another fc");
+    let (mean, std) = (fc(&a).mean(Kind::Float).double_value(&[]), fc(&a).std(true).double_value(&[]));
+    assert!(mean.abs() < 0.002 && (std - 0.01).abs() < 0.001, "N(0, 0.01²): mean {mean}, std {std}");
+    Ok(())
+}
