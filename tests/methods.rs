@@ -6,6 +6,7 @@ use selfsup::losses::{info_nce, InfoNceConfig};
 use selfsup::methods::{
     BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod,
 };
+use selfsup::models::ResNetConfig;
 use selfsup::tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use selfsup::Error;
 use std::collections::HashMap;
@@ -419,5 +420,50 @@ fn backbone_weights_round_trip_through_safetensors_with_torchvision_keys() -> Te
         Err(Error::Data(_))
     ));
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The registry (methods::registry): every name round-trips, an unknown one names the choices,
+/// and the recipe follows the image size in one place (stem, CIFAR presets, BYOL's momentum).
+#[test]
+fn the_registry_builds_every_method_by_name_with_the_size_rules() -> selfsup::Result<()> {
+    use selfsup::methods::registry::{small_image_stem, MethodConfig, MethodKind, MethodSpec};
+    use selfsup::models::Depth;
+    for kind in MethodKind::ALL {
+        assert_eq!(kind.name().parse::<MethodKind>()?, kind);
+        assert_eq!(kind.name().to_uppercase().replace('_', "-").parse::<MethodKind>()?, kind);
+    }
+    let err = "dino".parse::<MethodKind>().unwrap_err().to_string();
+    assert!(err.contains("unknown method 'dino'") && err.contains("barlow_twins"), "{err}");
+    assert!(small_image_stem(32) && small_image_stem(64) && !small_image_stem(96));
+
+    let at = |kind, size| MethodSpec::new(kind, Depth::R18, size);
+    assert!(at(MethodKind::SimClr, 32).backbone.small_images);
+    assert!(!at(MethodKind::SimClr, 96).backbone.small_images);
+    match (at(MethodKind::SimClr, 32).config(), at(MethodKind::SimClr, 96).config()) {
+        (MethodConfig::SimClr(small), MethodConfig::SimClr(large)) => {
+            assert_eq!(small, SimClrConfig::cifar().backbone(at(MethodKind::SimClr, 32).backbone));
+            assert_eq!(large, SimClrConfig::default().backbone(at(MethodKind::SimClr, 96).backbone));
+        }
+        other => panic!("SimCLR's spec gave {other:?}"),
+    }
+    match (at(MethodKind::Byol, 32).config(), at(MethodKind::ByolNoMomentum, 32).config()) {
+        (MethodConfig::Byol(with), MethodConfig::Byol(without)) => {
+            assert_eq!(with, ByolConfig::cifar().backbone(at(MethodKind::Byol, 32).backbone));
+            assert_eq!(without, with.clone().momentum(false));
+            assert_ne!(with, without);
+        }
+        other => panic!("BYOL's spec gave {other:?}"),
+    }
+    // Every kind builds on a small network, and its views produce crops of the asked size.
+    let images = Tensor::rand([2, 3, 40, 40], (Kind::Float, Device::Cpu));
+    for kind in MethodKind::ALL {
+        let spec = at(kind, 32).backbone(ResNetConfig { width: 8, ..at(kind, 32).backbone });
+        let (method, views) = spec.build(Device::Cpu)?;
+        assert!(!method.name().is_empty());
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let (v1, v2) = views.two_views(&images, &mut rng)?;
+        assert_eq!((v1.size(), v2.size()), (vec![2, 3, 32, 32], vec![2, 3, 32, 32]), "{kind}");
+    }
     Ok(())
 }

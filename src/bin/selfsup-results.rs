@@ -189,7 +189,7 @@ fn plan(a: &Args) -> Plan {
     // The homework trains torchvision's ResNet-18 (ImageNet stem) on 96x96 STL-10 "to save time";
     // the smoke run's 16x16 images get the small-image stem; --image-size keeps the homework's.
     // The lesson's 32 px images keep the ImageNet stem, as in the recorded CPU runs.
-    let small_images = image_size <= 64 && a.image_size.is_none() && s != Scale::Lesson;
+    let small_images = selfsup::methods::registry::small_image_stem(image_size) && a.image_size.is_none() && s != Scale::Lesson;
     let backbone = ResNetConfig { depth: Depth::R18, small_images, ..Default::default() };
     let byol = s.pick(ByolConfig::tiny(), ByolConfig::cifar(), ByolConfig::cifar(), ByolConfig::default()).backbone(backbone.clone());
     let simclr = s.pick(SimClrConfig::tiny(), SimClrConfig::cifar(), SimClrConfig::cifar(), SimClrConfig::cifar()).backbone(backbone.clone());

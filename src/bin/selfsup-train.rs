@@ -16,9 +16,8 @@
 use selfsup::augment::{presets, TwoViews};
 use selfsup::data::synthetic::{self, SyntheticConfig};
 use selfsup::data::{cifar, stl10, ImageSet, Split};
-use selfsup::methods::{
-    BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod,
-};
+use selfsup::methods::registry::{self, MethodConfig, MethodKind, MethodSpec};
+use selfsup::methods::{Moco, MocoConfig, SslMethod};
 use selfsup::models::{Depth, HeadConfig, ResNetConfig};
 use selfsup::train::{self, KnnConfig, KnnMonitor, LrSchedule, OptimizerConfig, Precision, TrainConfig};
 use selfsup::{Error, Result};
@@ -42,7 +41,7 @@ Method and data:
   --restart            ignore an existing checkpoint in the output folder and start over
 
 main_moco.py options (S4.1):
-  -a, --arch NAME      resnet18 | resnet34 | resnet50 (small-image stem below 128 px)  [resnet18]
+  -a, --arch NAME      resnet18 | resnet34 | resnet50 (small-image stem at 64 px or less) [resnet18]
   -j, --workers N      batches prepared ahead (augmentation runs batched on the device)  [2]
   --epochs N           planned epochs (the schedule spans them)                       [200]
   --start-epoch N      only 0 is accepted (main_moco.py's default): the epoch comes from the checkpoint
@@ -313,7 +312,7 @@ fn backbone(a: &Args, image_size: i64) -> Result<ResNetConfig> {
         "resnet50" => Depth::R50,
         other => return Err(Error::Config(format!("unknown --arch '{other}': use resnet18, resnet34 or resnet50"))),
     };
-    Ok(ResNetConfig { depth, small_images: image_size < 128, ..Default::default() })
+    Ok(ResNetConfig { depth, small_images: registry::small_image_stem(image_size), ..Default::default() })
 }
 
 fn train_config(a: &Args) -> Result<TrainConfig> {
@@ -376,6 +375,7 @@ fn run(a: Args) -> Result<()> {
     // --seed decides the initial weights too, so the same command gives the same run.
     selfsup::seed_everything(a.seed);
     let (mut method, augment): (Box<dyn SslMethod>, TwoViews) = match a.method.as_str() {
+        // main_moco.py's flags decide MoCo's recipe: `moco` is v1 unless --mlp/--aug-plus/--cos.
         "moco" | "moco_v1" | "moco_v2" => {
             let base = if a.mlp { MocoConfig::v2() } else { MocoConfig::v1() };
             let head = if a.mlp { HeadConfig::moco_v2() } else { HeadConfig::moco_v1() };
@@ -389,29 +389,14 @@ fn run(a: Args) -> Result<()> {
             let aug = if a.aug_plus { presets::moco_v2(image_size) } else { presets::moco_v1(image_size) };
             (Box::new(Moco::new(cfg, device)?), aug.into())
         }
-        "simclr" => {
-            let base = if image_size <= 64 { SimClrConfig::cifar() } else { SimClrConfig::default() };
-            let aug = if image_size <= 32 { presets::simclr_cifar(image_size) } else { presets::simclr(image_size) };
-            let cfg = base.backbone(bb);
-            let cfg = match a.moco_t {
-                Some(t) => cfg.temperature(t),
-                None => cfg,
+        // The other methods: the registry's recipe for this image size (methods::registry).
+        name => {
+            let spec = MethodSpec { kind: name.parse::<MethodKind>()?, backbone: bb, image_size };
+            let config = match (spec.config(), a.moco_t) {
+                (MethodConfig::SimClr(c), Some(t)) => MethodConfig::SimClr(c.temperature(t)),
+                (config, _) => config,
             };
-            (Box::new(SimClr::new(cfg, device)?), aug.into())
-        }
-        "byol" | "byol_no_momentum" => {
-            let base = if image_size <= 64 { ByolConfig::cifar() } else { ByolConfig::default() };
-            let cfg = base.backbone(bb).momentum(a.method == "byol");
-            (Box::new(Byol::new(cfg, device)?), presets::byol(image_size))
-        }
-        "barlow_twins" => {
-            let base = if image_size <= 64 { BarlowTwinsConfig::cifar() } else { BarlowTwinsConfig::default() };
-            (Box::new(BarlowTwins::new(base.backbone(bb), device)?), presets::barlow_twins(image_size))
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "unknown --method '{other}': use moco, moco_v2, simclr, byol, byol_no_momentum or barlow_twins"
-            )))
+            (config.build(device)?, spec.views())
         }
     };
     println!(

@@ -183,6 +183,7 @@ pub trait SslMethod {
 pub mod barlow_twins;
 pub mod byol;
 pub mod moco;
+pub mod registry;
 pub mod simclr;
 
 pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
