@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One training step of each method, selfsup (src/bin/bench_train_step.rs) next to PyTorch
+# One training step of each method, selfsup (examples/bench_train_step.rs) next to PyTorch
 # (bench/train_step_reference.py), in one run on this machine; prints one combined table with
 # the speed-ups (issue 4, "Speed": on an H100, >= 1.2x the best PyTorch eager configuration
 # and >= 10x the usual pipeline, end to end).
@@ -11,7 +11,7 @@
 #
 # Options (passed to both programs): --batch --size --steps --warmup --methods --stem.
 # Environment: PYTHON (default python3, with torch and torchvision), BENCH_BIN (default
-# .bin/bench_train_step, then target/release/bench_train_step, else cargo builds it), COMPILE
+# .bin/bench_train_step, then target/release/examples/bench_train_step, else cargo builds it), COMPILE
 # (1: add the torch.compile configuration; default 1 on CUDA, 0 on the CPU), OUT_DIR (where the
 # JSON results go; default a temporary folder), CPU_BF16 (on the CPU: `auto` runs the bf16 rows
 # of both programs when the CPU has native bf16 (avx512_bf16, amx_bf16, Arm bf16) and skips them
@@ -24,7 +24,7 @@
 # augmentation) in fp32 and bf16; the combined table gives selfsup's ratio to each.
 #
 # On a GPU machine without Rust (docs/gpu.md): build here with
-# `cargo build --release --bin bench_train_step`, copy the binary into the git-ignored .bin/,
+# `cargo build --release --example bench_train_step`, copy the binary into the git-ignored .bin/,
 # carry .bin, and run this script there; it points LD_LIBRARY_PATH at that machine's torch/lib.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,11 +37,11 @@ BIN=${BENCH_BIN:-}
 if [[ -z "$BIN" ]]; then
     if [[ -x .bin/bench_train_step ]]; then
         BIN=.bin/bench_train_step
-    elif [[ -x "${CARGO_TARGET_DIR:-target}/release/bench_train_step" ]]; then
-        BIN="${CARGO_TARGET_DIR:-target}/release/bench_train_step"
+    elif [[ -x "${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step" ]]; then
+        BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
     else
-        LIBTORCH_USE_PYTORCH=1 cargo build --release --bin bench_train_step
-        BIN="${CARGO_TARGET_DIR:-target}/release/bench_train_step"
+        LIBTORCH_USE_PYTORCH=1 cargo build --release --example bench_train_step
+        BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
     fi
 fi
 OUT=${OUT_DIR:-$(mktemp -d)}

@@ -4,7 +4,7 @@
 //! and the median time of each step alone, so the expensive op shows.
 //!
 //! ```text
-//! cargo run --release --bin bench_augment [-- REPS [BATCH [SIZE]]]     # defaults 10 256 96
+//! cargo run --release --example bench_augment [-- REPS [BATCH [SIZE]]]     # defaults 10 256 96
 //! ```
 //!
 //! Target (issue 3): on an H100 the two views of a batch cost under 15% of a ResNet-18 SimCLR

@@ -10,7 +10,7 @@
 //! calling thread, they are always timed.
 //!
 //! ```text
-//! cargo run --release --bin bench_train_step -- [--batch 256] [--size 96] [--steps 20] [--warmup 5]
+//! cargo run --release --example bench_train_step -- [--batch 256] [--size 96] [--steps 20] [--warmup 5]
 //!     [--methods simclr,moco_v2,byol,barlow_twins] [--precision off|bf16|fp16] [--channels-last]
 //!     [--stem imagenet|cifar] [--parts] [--json PATH] [--label TEXT]
 //! ```
@@ -136,7 +136,10 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// The method and its views, as `selfsup-train` builds them, on a torchvision ResNet-18.
+/// The method and its views with the papers' ImageNet recipes (default configs, full-size heads)
+/// on a torchvision ResNet-18 at any crop size, the step bench/train_step_reference.py mirrors in
+/// PyTorch. Not `selfsup-train`'s recipe, which switches to the CIFAR presets at 64 px or less
+/// (methods::registry); the benchmark keeps one workload per method across sizes.
 fn build(name: &str, size: i64, cifar_stem: bool, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
     // torchvision's resnet18: ImageNet stem, or SimCLR's CIFAR stem (3x3/1, no max-pool).
     let r18 = ResNetConfig { depth: Depth::R18, small_images: cifar_stem, ..Default::default() };

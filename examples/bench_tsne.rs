@@ -1,11 +1,11 @@
 //! Benchmark of the kit's t-SNE against linfa-tsne, openTSNE and scikit-learn (issue 6). Not a
 //! test: it takes minutes. Same inputs, same quality scores for every tool:
 //!
-//! 1. `cargo run --release --bin bench_tsne -- data` writes the embeddings (5,000 and 13,000
+//! 1. `cargo run --release --example bench_tsne -- data` writes the embeddings (5,000 and 13,000
 //!    ResNet-like 512-d features of 10 classes, deterministic) to `out/bench_tsne/`.
 //! 2. `python bench/tsne_reference.py` runs openTSNE and scikit-learn on them and saves their
 //!    layouts and times there.
-//! 3. `cargo run --release --bin bench_tsne -- run [--linfa]` runs ours (and linfa-tsne), then
+//! 3. `cargo run --release --example bench_tsne -- run [--linfa]` runs ours (and linfa-tsne), then
 //!    scores every layout in the folder with the same code ([`viz::trustworthiness`] and
 //!    [`viz::knn_accuracy_2d`], k = 10, on the original 512-d features) and prints a table.
 //!
