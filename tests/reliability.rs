@@ -2,6 +2,7 @@
 //! changed setting, nothing non-finite reaches the disk, one trainer per folder, a failed load
 //! changes nothing, and `selfsup-train` survives `kill -9` (also during a checkpoint write),
 //! Ctrl-C and a full disk.
+mod common;
 use selfsup::data::{
     synthetic::{self, SyntheticConfig},
     ImageSet, Split,
@@ -435,11 +436,12 @@ fn a_full_disk_keeps_the_previous_checkpoint() -> Result<()> {
     match mounted {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            println!("skipped: cannot mount a small tmpfs (needs root): {}", String::from_utf8_lossy(&o.stderr).trim());
+            common::skip("a_full_disk_keeps_the_previous_checkpoint",
+                &format!("cannot mount a small tmpfs (needs root): {}", String::from_utf8_lossy(&o.stderr).trim()));
             return Ok(());
         }
         Err(e) => {
-            println!("skipped: cannot run mount: {e}");
+            common::skip("a_full_disk_keeps_the_previous_checkpoint", &format!("cannot run mount: {e}"));
             return Ok(());
         }
     }
@@ -573,7 +575,7 @@ fn an_image_folder_too_large_for_memory_says_how_much_and_what_to_do() -> Result
     let msg = match folder::load(&root, &FolderConfig::default().image_size(4096)) {
         Err(e) => e.to_string(),
         Ok(_) => {
-            println!("skipped: this machine has more than 100 GB available");
+            common::skip("an_image_folder_too_large_for_memory_says_how_much_and_what_to_do", "this machine has more than 100 GB available");
             return Ok(());
         }
     };

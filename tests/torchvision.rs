@@ -2,6 +2,7 @@
 //! name and give the same logits, and our weights load into torchvision strictly and give ours.
 //! The reference side is tests/fixtures/torchvision_resnet.py, run with the kit's venv python
 //! (torch 2.11.0 + torchvision 0.26.0, from scripts/requirements.txt).
+mod common;
 use selfsup::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +32,11 @@ fn scratch(arch: &str) -> PathBuf {
 }
 
 fn round_trip(arch: &str, depth: Depth) {
+    let test = format!("{arch}_weights_and_logits_match_torchvision_both_ways");
+    if !common::tool_present(&test, common::python_imports(&["torch", "torchvision", "safetensors"]),
+        "python3 on PATH does not import torch, torchvision and safetensors (use the kit's venv: eval \"$(./kit env)\")") {
+        return;
+    }
     let dir = scratch(arch);
     let d = dir.to_str().unwrap();
     python(&["export", arch, d]);
