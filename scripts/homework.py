@@ -8,7 +8,8 @@
 
 The course folder is nbgrader's (source/, release/, submitted/, autograded/, gradebook.db):
 $SELFSUP_COURSE, else <kit>/course. Each notebook is its own assignment, named after the file
-(03_stl10_homework). Autograding runs the Rust kernel at the scale SELFSUP_SCALE names.
+(03_stl10_homework). Autograding runs the Rust kernel at the scale SELFSUP_SCALE names, else smoke:
+the graded checks do not depend on the scale, only the training cells' run time does.
 """
 import argparse
 import json
@@ -243,6 +244,10 @@ def main():
             say(f"student version: {path}")
         say(f"hand these out; collect submissions into {course}/submitted/<student>/<assignment>/<assignment>.ipynb")
     elif args.cmd == "autograde":
+        # The graded checks do not depend on the scale; the training cells do, and a lesson-sized
+        # run per submission would take a class period each. So grading runs at smoke unless told.
+        os.environ.setdefault("SELFSUP_SCALE", "smoke")
+        say(f"grading at scale {os.environ['SELFSUP_SCALE']} (set SELFSUP_SCALE to grade at another; the checks are the same)")
         if not os.path.isdir(os.path.join(course, "source", assignment_of(args.notebook))):
             release(course, [args.notebook])
         print_scores(autograde(course, args.notebook, args.student))
