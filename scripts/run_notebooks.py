@@ -137,9 +137,11 @@ def count_images(nb):
     )
 
 
-def run(path, kernel, out_dir, timeout):
+def run(path, kernel, out_dir, timeout, warm=False):
     nb = nbformat.read(path, as_version=4)
     name = os.path.basename(path)
+    if warm:  # only the first code cell, the `:dep selfsup` line: it compiles tch and the crate
+        nb.cells = [next(c for c in nb.cells if c.cell_type == "code")]
     client = Client(
         nb,
         kernel_name=kernel,
@@ -161,6 +163,13 @@ def run(path, kernel, out_dir, timeout):
     except (CellExecutionError, CellTimeoutError, DeadKernelError, RuntimeError) as e:
         crash = f"{type(e).__name__}: {str(e)[:2000]}"
     elapsed = time.time() - t0
+    if warm:
+        problems = problems_of(nb) + ([(-1, crash)] if crash else [])
+        print(f"the kernel compiled the crate ({name}'s first cell) in {elapsed:.0f} s"
+              + (": FAILED" if problems else ""), flush=True)
+        for i, msg in problems:
+            print(f"  {msg}", flush=True)
+        return not problems
     os.makedirs(out_dir, exist_ok=True)
     nbformat.write(nb, os.path.join(out_dir, name))
 
@@ -199,6 +208,9 @@ def main():
                     default=os.environ.get("SELFSUP_SCALE", "").strip().lower() or "smoke",
                     help="the scale every notebook runs at (default: $SELFSUP_SCALE, else smoke)")
     ap.add_argument("--runs", help="folder for the notebooks' runs (SELFSUP_RUNS; default runs/ next to each notebook)")
+    ap.add_argument("--warm", action="store_true",
+                    help="run only the first code cell (`:dep selfsup`), so the kernel's warm build folder "
+                         "holds tch and the crate before a person opens a notebook; writes no output")
     args = ap.parse_args()
     os.environ["SELFSUP_SCALE"] = args.scale  # the kernel inherits this process's environment
     if args.runs:
@@ -206,6 +218,8 @@ def main():
     else:  # runs/ next to each notebook, never the runs ./kit prepare trained into the cache
         os.environ.pop("SELFSUP_RUNS", None)
         os.environ["SELFSUP_PREPARED_RUNS"] = ""
+    if args.warm:
+        sys.exit(0 if all(run(p, args.kernel, args.out, args.timeout, warm=True) for p in args.notebooks) else 1)
     print(f"scale {args.scale}; runs in {os.environ.get('SELFSUP_RUNS', 'runs/ next to each notebook')}", flush=True)
     passed = failed = 0
     for path in sorted(args.notebooks):
