@@ -7,6 +7,7 @@ the markers `<!-- notebooks-report:<scale>:start -->` and `<!-- notebooks-report
 file. Nothing here is typed by hand: for every notebook it takes
 
 - the wall time of Run All (the sum of the cells' execution times that nbclient recorded) and the date,
+- how many training cells loaded a finished run instead of training it,
 - the lines the configuration cell printed (the data and the device, with bf16 on or off),
 - everything the cells marked `{"selfsup": {"report": true}}` in their metadata printed on stdout:
   the notebook's verdicts (two-standard-error rule) and numbers, the activation-energy shares,
@@ -48,9 +49,13 @@ def machine():
 NOISE = re.compile(r"█|^epoch \d+/\d+|^finished \d+ steps|checkpoint in |^runs in |^resuming |^max_steps reached")
 
 
-def stdout_of(cell):
-    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+def all_stdout(cell):
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
                    if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+def stdout_of(cell):
+    text = all_stdout(cell)
     return "\n".join(line.rstrip() for line in text.splitlines() if line.strip() and not NOISE.search(line))
 
 
@@ -72,11 +77,14 @@ def started_at(nb):
     return None
 
 
-def section(paths, scale):
+def section(paths, scale, missing):
+    """The Markdown section; appends to `missing` what is wrong (errors, silent verdict cells)."""
     lines = [f"Written by `scripts/lesson_report.py` from the notebooks executed at `{scale}` "
-             f"(`./kit prepare --scale {scale}`), nothing trained before, on: {machine()}.", ""]
-    lines.append("| notebook | Run All | date (UTC) | errors |")
-    lines.append("|---|---|---|---|")
+             f"(`./kit prepare --scale {scale}`) on: {machine()}. \"Finished runs loaded\" counts the training "
+             "cells that found their run already trained and loaded it (a notebook may load a run it trained "
+             "earlier in the same Run All, as 01's FAST-mode cell does; after `./kit prepare` every run loads).", ""]
+    lines.append("| notebook | Run All | finished runs loaded | date (UTC) | errors |")
+    lines.append("|---|---|---|---|---|")
     bodies = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
@@ -85,9 +93,11 @@ def section(paths, scale):
         total = sum(t for t in times if t is not None)
         when = started_at(nb)
         problems = problems_of(nb)
-        lines.append(f"| `{name}` | {total / 60:.1f} min | {when:%Y-%m-%d %H:%M} | "
+        loaded = sum(text.count("finished run loaded") for c in nb.cells if c.cell_type == "code"
+                     for text in [all_stdout(c)])
+        lines.append(f"| `{name}` | {total / 60:.1f} min | {loaded} | {when:%Y-%m-%d %H:%M} | "
                      f"{len(problems) if problems else 'none'} |" if when else
-                     f"| `{name}` | not executed | — | — |")
+                     f"| `{name}` | not executed | — | — | — |")
         body = [f"### `{name}`", ""]
         config = next((c for c in nb.cells if c.cell_type == "code" and "Scale::choose" in c.source), None)
         printed = [stdout_of(config)] if config is not None else []
@@ -95,6 +105,9 @@ def section(paths, scale):
         printed += [stdout_of(c) for c in nb.cells if c.cell_type == "code" and (
             c.get("id") in marked or c.get("metadata", {}).get("selfsup", {}).get("report"))]
         text = "\n".join(p for p in printed if p)
+        if marked and not any(stdout_of(c) for c in nb.cells if c.get("id") in marked):
+            missing.append(f"{name}: the cells marked for the report printed nothing")
+        missing.extend(f"{name}: {msg[:200]}" for _, msg in problems)
         body += ["```text", text or "(the marked cells printed nothing)", "```", ""]
         if problems:
             body += [f"Errors: {len(problems)}; the first: {problems[0][1][:300]}", ""]
@@ -120,11 +133,14 @@ def main():
     ap.add_argument("folder", help="the folder of executed notebooks (<cache>/runs/executed-<scale>)")
     ap.add_argument("--scale", default="lesson")
     ap.add_argument("--results", help="also write the section into this Markdown file (RESULTS.md)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when a notebook has an error or its verdict cells printed nothing (./kit test)")
     args = ap.parse_args()
     paths = sorted(glob.glob(os.path.join(args.folder, "0*.ipynb")))
     if not paths:
         sys.exit(f"selfsup: error: no executed notebooks in {args.folder}; run ./kit prepare --scale {args.scale} first")
-    text = section(paths, args.scale)
+    missing = []
+    text = section(paths, args.scale, missing)
     out = os.path.join(args.folder, "report.md")
     with open(out, "w") as f:
         f.write(text)
@@ -132,6 +148,10 @@ def main():
     if args.results:
         replace_between(args.results, args.scale, text)
         print(f"written into {args.results}", flush=True)
+    for line in missing:
+        print(f"  {line}", flush=True)
+    if args.check and missing:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
