@@ -13,17 +13,10 @@ use selfsup::tch::{self, Device, Kind, Tensor};
 use selfsup::train::amp::{self, Autocast, CpuBf16Mode, Precision};
 use selfsup::train::{self, TrainConfig};
 
+mod common;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// libtorch's random generator is one per process, and the test harness runs tests on several
-/// threads: the tests that seed it and then compare two runs hold this lock, so that another
-/// test's draws cannot land between a seed and the draws it is meant to fix (MoCo's shuffled-BN
-/// permutation, the engine's augmentations).
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn force_bf16() {
     amp::set_cpu_bf16_mode(Some(CpuBf16Mode::Force));
@@ -116,7 +109,7 @@ const METHODS: [&str; 4] = ["moco_v2", "simclr", "byol", "barlow_twins"];
 
 #[test]
 fn every_method_s_first_loss_under_cpu_bf16_is_close_to_f32() -> TestResult {
-    let _rng = torch_rng();
+    let _rng = common::serial();
     force_bf16();
     let set = synthetic::load(Split::Train, &SyntheticConfig::tiny())?;
     let v1 = set.float_batch(0, 16, Some(&Normalization::cifar10()), Device::Cpu)?; // [16, 3, 32, 32]
@@ -152,7 +145,7 @@ fn every_method_s_first_loss_under_cpu_bf16_is_close_to_f32() -> TestResult {
 
 #[test]
 fn a_short_forced_bf16_run_through_the_engine_stays_finite() -> TestResult {
-    let _rng = torch_rng();
+    let _rng = common::serial();
     force_bf16();
     let set = synthetic::load(Split::Unlabeled, &SyntheticConfig::tiny())?.head(32); // 32 px
     let aug = presets::simclr(32);

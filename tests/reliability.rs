@@ -14,14 +14,8 @@ use selfsup::train::{self, checkpoint, History, TrainConfig};
 use selfsup::{augment, Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Tests that train or spawn trainers run one at a time (2-core machines, bit-exact results).
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("selfsup-reliability-{}-{name}", std::process::id()));
@@ -152,7 +146,7 @@ fn config_error(r: Result<History>) -> String {
 
 #[test]
 fn a_changed_method_setting_is_refused_naming_the_field() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let dir = fresh_dir("identity");
     let set = tiny_set()?;
     let cfg = tiny_cfg();
@@ -225,7 +219,7 @@ fn the_kits_methods_describe_their_settings() -> Result<()> {
 #[test]
 fn a_probe_of_another_backbone_is_another_run() -> Result<()> {
     use selfsup::eval::{self, Backbone, LinearProbeConfig};
-    let _s = serial();
+    let _s = common::serial();
     let dir = fresh_dir("probe");
     let data = SyntheticConfig { image_size: 16, train_per_class: 2, test_per_class: 1, ..SyntheticConfig::tiny() };
     let train_set = synthetic::load(Split::Train, &data)?;
@@ -248,7 +242,7 @@ fn a_probe_of_another_backbone_is_another_run() -> Result<()> {
 
 #[test]
 fn nothing_non_finite_reaches_the_disk() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let dir = fresh_dir("nan");
     let set = tiny_set()?;
     let cfg = tiny_cfg().epochs(3); // 12 steps, a checkpoint every 2
@@ -279,7 +273,7 @@ fn nothing_non_finite_reaches_the_disk() -> Result<()> {
 
 #[test]
 fn a_second_trainer_is_refused_naming_the_holder() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let dir = fresh_dir("lock");
     let held = checkpoint::RunLock::acquire(&dir)?;
     let r = train::pretrain(&mut Tiny::new(TinyConfig { temperature: 0.2, queue: 4 })?, &tiny_set()?, &aug(), &tiny_cfg(), &dir);
@@ -367,7 +361,7 @@ fn final_weights(out: &Path) -> Result<Vec<(String, Tensor)>> {
 
 #[test]
 fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_run() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let reference = fresh_dir("kill-ref");
     finish(&reference)?;
     let expected = final_weights(&reference)?;
@@ -404,7 +398,7 @@ fn kill_9_at_any_point_then_rerun_gives_the_uninterrupted_run() -> Result<()> {
 
 #[test]
 fn ctrl_c_checkpoints_and_says_how_to_continue() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let out = fresh_dir("sigint");
     let mut child = trainer(&out, &[]).stderr(Stdio::piped()).spawn()?;
     let t0 = Instant::now();
@@ -429,7 +423,7 @@ fn ctrl_c_checkpoints_and_says_how_to_continue() -> Result<()> {
 
 #[test]
 fn a_full_disk_keeps_the_previous_checkpoint() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let dir = fresh_dir("fulldisk");
     std::fs::create_dir_all(&dir)?;
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&dir).output();
@@ -494,7 +488,7 @@ fn meaningless_or_out_of_range_options_are_rejected() {
 
 #[test]
 fn method_options_take_effect_in_the_run_identity() -> Result<()> {
-    let _s = serial();
+    let _s = common::serial();
     let out = fresh_dir("options");
     let o = Command::new(BIN)
         .args(["--method", "moco", "--moco-t", "0.5", "--moco-k", "8", "--moco-m", "0.9", "--moco-dim", "16", "--mlp"])

@@ -14,16 +14,9 @@ use selfsup::train::{
 };
 use selfsup::{Error, Result};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 
-/// The tests that train run one at a time: libtorch's CPU kernels (BLAS, oneDNN) split their
-/// reductions by the threads they get, and other tests' work running at the same time in this
-/// process changes that, and with it the last bits of the results. A training process resumed by
-/// itself (a re-run notebook cell, the CLI) has no such neighbours.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+mod common;
+
 
 // ---------------------------------------------------------------- optimizers vs PyTorch
 
@@ -447,7 +440,7 @@ fn all_tensors(m: &TinyMethod) -> Vec<(String, Tensor)> {
 
 #[test]
 fn killed_and_resumed_run_is_bit_identical() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
     // Log windows of 3 steps: flushes at 3, 4 (epoch end, checkpoint), 7, 8.
     let cfg = TrainConfig { checkpoint_every_steps: Some(4), log_every: 3, ..tiny_config() };
@@ -500,7 +493,7 @@ fn killed_and_resumed_run_is_bit_identical() -> Result<()> {
 
 #[test]
 fn nan_loss_stops_naming_the_step() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
     let dir = fresh_dir("nan");
     let mut m = TinyMethod::new(0)?;
@@ -521,7 +514,7 @@ fn nan_loss_stops_naming_the_step() -> Result<()> {
 /// keeps the records and checkpoint from before it.
 #[test]
 fn nan_in_the_middle_of_a_log_window_stops_at_that_step_and_no_checkpoint_follows_it() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
     // (checkpoint every, NaN at step, the window's last step + 1 (calls), last checkpoint):
     // windows end at epoch ends (4 steps) and before checkpoints; log_every is larger.
@@ -559,7 +552,7 @@ fn nan_in_the_middle_of_a_log_window_stops_at_that_step_and_no_checkpoint_follow
 /// step, in order, the same loss, z-std and metrics, whatever `log_every` is.
 #[test]
 fn windowed_records_equal_the_per_step_reads() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
     let run = |log_every: usize, name: &str| -> Result<(TinyMethod, History, PathBuf)> {
         let dir = fresh_dir(name);
@@ -601,7 +594,7 @@ fn windowed_records_equal_the_per_step_reads() -> Result<()> {
 
 #[test]
 fn failed_checkpoint_write_keeps_the_previous_one() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let (set, aug) = (tiny_set()?, tiny_augment());
     let dir = fresh_dir("atomic");
     let mut m = TinyMethod::new(0)?;
@@ -637,7 +630,7 @@ fn failed_checkpoint_write_keeps_the_previous_one() -> Result<()> {
 
 #[test]
 fn supervised_training_records_test_accuracy_and_resumes() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let cfg_data = SyntheticConfig::tiny().image_size(16);
     let train_set = synthetic::load(Split::Train, &cfg_data)?.head(32);
     let test_set = synthetic::load(Split::Test, &cfg_data)?.head(20);
@@ -684,7 +677,7 @@ fn supervised_training_records_test_accuracy_and_resumes() -> Result<()> {
 
 #[test]
 fn knn_monitor_fills_the_epoch_records() -> Result<()> {
-    let _serial = serial();
+    let _serial = common::serial();
     let data = SyntheticConfig::tiny().image_size(16);
     let (bank, queries) =
         (synthetic::load(Split::Train, &data)?.head(30), synthetic::load(Split::Test, &data)?.head(20));

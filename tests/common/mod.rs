@@ -7,6 +7,20 @@
 //! runs every one of them.
 #![allow(dead_code)]
 use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+
+/// Runs the tests that hold it one at a time. The harness runs a binary's tests on several
+/// threads, and two things in libtorch are shared by the whole process:
+/// - its random generator: a test that seeds it and then depends on what is drawn (an init, a
+///   permutation, two runs compared) would see another test's draws land in between;
+/// - its CPU kernels (BLAS, oneDNN) split their reductions by the threads they get, so other
+///   tests' work at the same time changes the last bits of a training run's results.
+///
+/// In a binary where one test depends on the draws, every test that draws holds it.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// `true` when the test can run; otherwise prints why it is skipped (or panics under `./kit test`).
 pub fn tool_present(test: &str, present: bool, missing: &str) -> bool {
