@@ -354,3 +354,62 @@ fn z_std_plot_shows_loss_std_and_the_healthy_level() {
     let err = no_z.plot_z_std("SimCLR", 64).unwrap_err();
     assert!(err.to_string().contains("no std(z)"), "{err}");
 }
+
+/// The label histogram of the Barlow Twins post: one bar per class in the group's palette
+/// colour, as tall as its count (the bar of 8 twice the height of the bar of 4), groups side
+/// by side, and bad values explained.
+#[test]
+fn bar_chart_draws_bars_as_tall_as_their_values() {
+    let classes: Vec<String> = ["disc", "ring", "square", "star"].iter().map(|s| s.to_string()).collect();
+    let cfg = viz::BarChartConfig::new("Labels in the 1 % subset", "class", "images");
+    let fig = viz::bar_chart(&classes, &[viz::Bars::counts("1 %", &[4, 8, 0, 2])], &cfg).unwrap();
+    assert_eq!((fig.width(), fig.height()), (800, 400));
+    let colour = categorical(0);
+    // Height of the bar in each column of pixels: the rows of the bar's colour.
+    let column_height = |x: u32| (0..fig.height()).filter(|&y| fig.image().pixel(x, y) == colour).count();
+    let columns: Vec<usize> = (0..fig.width()).map(column_height).collect();
+    let tallest = *columns.iter().max().unwrap();
+    assert!(tallest > 150, "the bar of 8 fills most of the plot's height: {tallest} px");
+    // Bars as runs of columns with the colour, left to right: disc, ring, star (square is 0).
+    let mut bars: Vec<usize> = Vec::new();
+    let mut in_bar = false;
+    for &h in &columns {
+        if h > 0 && !in_bar {
+            bars.push(h);
+        } else if h > 0 {
+            let last = bars.last_mut().unwrap();
+            *last = (*last).max(h);
+        }
+        in_bar = h > 0;
+    }
+    assert_eq!(bars.len(), 3, "three non-empty bars: {bars:?}");
+    let ratio = bars[1] as f64 / bars[0] as f64;
+    assert!((ratio - 2.0).abs() < 0.05, "8 vs 4: heights {bars:?}");
+    assert!((bars[0] as f64 / bars[2] as f64 - 2.0).abs() < 0.1, "4 vs 2: heights {bars:?}");
+    let svg = fig.svg().unwrap();
+    let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+    assert!(texts.contains(&"square") && texts.contains(&"8"), "class names and counts in the SVG");
+    let ticks_of = |svg: &str| -> Vec<String> {
+        svg.lines().map(str::trim).filter(|t| !t.starts_with('<') && t.parse::<f64>().is_ok()).map(String::from).collect()
+    };
+    assert!(ticks_of(svg).iter().all(|t| !t.contains('.')), "counts have whole-number ticks: {:?}", ticks_of(svg));
+    // One image per class (a 1 % subset of a small set): ticks 0 and 1, nothing in between.
+    let ones = viz::bar_chart(&classes, &[viz::Bars::counts("1 %", &[1, 1, 1, 1])], &cfg).unwrap();
+    let ticks = ticks_of(ones.svg().unwrap());
+    assert!(ticks.iter().all(|t| t == "0" || t == "1"), "ticks {ticks:?}");
+    // Two groups: both colours, with a legend.
+    let two = [viz::Bars::counts("1 %", &[4, 8, 0, 2]), viz::Bars::new("10 %", vec![40.0, 80.0, 5.0, 20.0])];
+    let fig = viz::bar_chart(&classes, &two, &cfg).unwrap();
+    for i in 0..2 {
+        let (count, ..) = colour_stats(fig.image(), categorical(i), 800);
+        assert!(count > 300, "group {i}: {count} pixels of its colour");
+    }
+    assert!(fig.svg().unwrap().contains("10 %"), "legend entry");
+    // Bad input is explained.
+    let err = viz::bar_chart(&classes, &[viz::Bars::counts("1 %", &[1, 2])], &cfg).unwrap_err();
+    assert!(err.to_string().contains("2 values for 4 categories"), "{err}");
+    let err = viz::bar_chart(&classes, &[viz::Bars::new("acc", vec![0.1, f64::NAN, 0.2, 0.3])], &cfg).unwrap_err();
+    assert!(err.to_string().contains("'ring'"), "{err}");
+    assert!(viz::bar_chart(&[], &[], &cfg).is_err());
+    assert!(viz::bar_chart(&classes, &[viz::Bars::counts("1 %", &[1, 2, 3, 4])], &cfg.clone().size(10, 10)).is_err());
+}

@@ -12,8 +12,9 @@ pub use figure::{Figure, Plot};
 pub use grid::{image_grid, show_images, GridConfig};
 
 // Plots and embeddings (issue 6): palette, learning curves, t-SNE, activation maps and
-// Grad-CAM, confusion matrices, loss landscapes.
+// Grad-CAM, confusion matrices, loss landscapes, bar charts.
 pub mod activation;
+pub mod bars;
 pub mod confusion;
 pub mod curves;
 pub mod landscape;
@@ -24,6 +25,7 @@ pub use activation::{
     activation_energy, activation_map, activation_maps, grad_cam, grad_cam_from, grad_cam_maps, heatmap_triptych,
     magma_colorize, GradCamConfig,
 };
+pub use bars::{bar_chart, BarChartConfig, Bars};
 pub use confusion::{confusion_counts, confusion_matrix, ConfusionConfig};
 pub use curves::{line_plot, line_plot_two_axes, LinePlotConfig, Series};
 pub use landscape::{loss_landscape_1d, loss_landscape_2d, LandscapeConfig};
