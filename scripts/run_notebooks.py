@@ -16,6 +16,12 @@ their run folders; default: runs/ next to each notebook, and not the runs `./kit
 
 A notebook may ask for key figures in its metadata: {"selfsup": {"min_images": 3}} fails the
 run if fewer image outputs come out.
+
+`--trains-nothing` checks ./kit prepare's promise: run over a runs folder that a first pass (or
+./kit prepare) filled, a notebook must load every finished run and write nothing there. Every file
+under the runs folder is compared (size and modification time) before and after each notebook;
+a run the notebook restarts on purpose is named, with the reason, in its metadata:
+{"selfsup": {"rewrites": {"run_b": "why"}}}.
 """
 import argparse
 import asyncio
@@ -137,7 +143,30 @@ def count_images(nb):
     )
 
 
-def run(path, kernel, out_dir, timeout, warm=False):
+def snapshot(root):
+    """Every file under `root`: relative path -> (size, modification time in ns)."""
+    files = {}
+    for folder, _, names in os.walk(root):
+        for n in names:
+            full = os.path.join(folder, n)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:  # removed while walking (a temporary file)
+                continue
+            files[os.path.relpath(full, root)] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def written(before, after, rewrites):
+    """Paths created, changed or removed between two snapshots, except under the runs the
+    notebook restarts on purpose (`rewrites`: run folder names inside the notebook's folder)."""
+    paths = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    # A run folder's `.lock` is opened by every reader and writer of the run: not a write of results.
+    paths = [p for p in paths if os.path.basename(p) != ".lock"]
+    return [p for p in paths if not (len(p.split(os.sep)) > 1 and p.split(os.sep)[1] in rewrites)]
+
+
+def run(path, kernel, out_dir, timeout, warm=False, unchanged=None):
     nb = nbformat.read(path, as_version=4)
     name = os.path.basename(path)
     if warm:  # only the first code cell, the `:dep selfsup` line: it compiles tch and the crate
@@ -151,6 +180,7 @@ def run(path, kernel, out_dir, timeout, warm=False):
         record_timing=True,
         resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}},
     )
+    before = snapshot(unchanged) if unchanged else None
     t0 = time.time()
     crash = None
     try:
@@ -180,6 +210,13 @@ def run(path, kernel, out_dir, timeout, warm=False):
     images = count_images(nb)
     if images < want:
         problems.append((-1, f"{images} image outputs, the notebook's metadata asks for at least {want}"))
+    if unchanged:
+        rewrites = nb.metadata.get("selfsup", {}).get("rewrites", {})
+        changed = written(before, snapshot(unchanged), rewrites)
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            problems.append((-1, f"wrote {len(changed)} file(s) in the runs folder, which a run over finished runs "
+                                 f"must only read (a training cell trained again?): {shown}"))
 
     times = [seconds(c) for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     times = [t for t in times if t is not None]
@@ -208,10 +245,14 @@ def main():
                     default=os.environ.get("SELFSUP_SCALE", "").strip().lower() or "smoke",
                     help="the scale every notebook runs at (default: $SELFSUP_SCALE, else smoke)")
     ap.add_argument("--runs", help="folder for the notebooks' runs (SELFSUP_RUNS; default runs/ next to each notebook)")
+    ap.add_argument("--trains-nothing", action="store_true",
+                    help="fail a notebook that writes anything in the --runs folder (every run there is finished)")
     ap.add_argument("--warm", action="store_true",
                     help="run only the first code cell (`:dep selfsup`), so the kernel's warm build folder "
                          "holds tch and the crate before a person opens a notebook; writes no output")
     args = ap.parse_args()
+    if args.trains_nothing and not args.runs:
+        ap.error("--trains-nothing needs --runs: the folder of finished runs to check")
     os.environ["SELFSUP_SCALE"] = args.scale  # the kernel inherits this process's environment
     if args.runs:
         os.environ["SELFSUP_RUNS"] = os.path.abspath(args.runs)
@@ -223,7 +264,7 @@ def main():
     print(f"scale {args.scale}; runs in {os.environ.get('SELFSUP_RUNS', 'runs/ next to each notebook')}", flush=True)
     passed = failed = 0
     for path in sorted(args.notebooks):
-        if run(path, args.kernel, args.out, args.timeout):
+        if run(path, args.kernel, args.out, args.timeout, unchanged=os.environ["SELFSUP_RUNS"] if args.trains_nothing else None):
             passed += 1
         else:
             failed += 1
