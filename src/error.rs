@@ -46,6 +46,11 @@ pub enum Error {
     /// A run folder is in use by another process; the message names its PID.
     #[error("locked: {0}")]
     Locked(String),
+    /// A rendezvous or collective of `selfsup::distributed` failed (a rank that cannot reach the
+    /// store, a peer that died, a timeout); the message names the rank, the operation and the
+    /// address involved.
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// A plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

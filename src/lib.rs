@@ -9,6 +9,8 @@
 //! [`losses`], [`momentum`]) → training ([`train`]) → evaluation ([`eval`]) → visualisation
 //! ([`viz`]), with [`device`](mod@device) choosing the hardware. Every figure, image and table
 //! renders inline.
+//! With the `distributed` feature, `distributed` adds the building blocks of data-parallel
+//! training on PyTorch's c10d (docs/distributed.md).
 //!
 //! ## Papers
 //! - He et al. 2016, *Deep Residual Learning* — [`models::resnet`].
@@ -46,6 +48,8 @@ pub mod check;
 pub mod cli;
 pub mod data;
 pub mod device;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod homework;
 pub mod methods;

@@ -1,0 +1,403 @@
+//! `selfsup::distributed` on the CPU: Gloo over loopback (127.0.0.1) between real processes.
+//!
+//! Each multi-rank test starts this test binary again, once per rank, running only the ignored
+//! test `worker` with `SELFSUP_DIST_TEST_SCENARIO` and the torchrun variables (RANK, WORLD_SIZE,
+//! LOCAL_RANK, MASTER_ADDR, MASTER_PORT) set; the parent waits for the ranks with a deadline, so
+//! a hang fails the test instead of stalling it. `torchrun_launches_two_ranks` has torchrun
+//! itself start the ranks.
+//!
+//! Run with `cargo test --features distributed --test distributed`.
+#![cfg(feature = "distributed")]
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use selfsup::distributed::{shard_indices, Dist, DistConfig, ReduceOp};
+use selfsup::tch::{Device, Kind, Tensor};
+
+mod common;
+
+const SCENARIO: &str = "SELFSUP_DIST_TEST_SCENARIO";
+const TIMEOUT: &str = "SELFSUP_DIST_TEST_TIMEOUT_MS";
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// What one rank printed and how it ended.
+struct RankRun {
+    rank: usize,
+    success: bool,
+    output: String,
+    elapsed: Duration,
+}
+
+fn describe(runs: &[RankRun]) -> String {
+    runs.iter()
+        .map(|r| format!("--- rank {} (success {}, {:.1} s)\n{}", r.rank, r.success, r.elapsed.as_secs_f64(), r.output))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts `world` ranks of `scenario` on 127.0.0.1 and waits for all of them, killing them
+/// and failing if any is still running after `deadline`.
+fn run_ranks(scenario: &str, world: usize, timeout: Duration, deadline: Duration) -> anyhow::Result<Vec<RankRun>> {
+    run_some_ranks(scenario, &(0..world).collect::<Vec<_>>(), world, timeout, deadline)
+}
+
+/// As `run_ranks`, starting only `ranks` of the `world`.
+fn run_some_ranks(scenario: &str, ranks: &[usize], world: usize, timeout: Duration, deadline: Duration) -> anyhow::Result<Vec<RankRun>> {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut pids = Vec::new();
+    for &rank in ranks {
+        let child: Child = Command::new(&exe)
+            .args(["worker", "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
+            .env(SCENARIO, scenario)
+            .env(TIMEOUT, timeout.as_millis().to_string())
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env_remove("GLOO_SOCKET_IFNAME")
+            .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting rank {rank} ({})", exe.display()))?;
+        pids.push(child.id());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let out = child.wait_with_output();
+            let run = match out {
+                Ok(o) => RankRun {
+                    rank,
+                    success: o.status.success(),
+                    output: format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+                    elapsed: start.elapsed(),
+                },
+                Err(e) => RankRun { rank, success: false, output: format!("wait failed: {e}"), elapsed: start.elapsed() },
+            };
+            let _ = tx.send(run);
+        });
+    }
+    drop(tx);
+    let mut runs = Vec::new();
+    while runs.len() < ranks.len() {
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(run) => runs.push(run),
+            Err(_) => {
+                for pid in &pids {
+                    // SAFETY: plain kill(2) of the children this test started.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+                let mut all = runs;
+                all.extend(rx.iter());
+                bail!("ranks still running after {deadline:?} (a hang), killed:\n{}", describe(&all));
+            }
+        }
+    }
+    runs.sort_by_key(|r| r.rank);
+    Ok(runs)
+}
+
+fn all_succeed(runs: &[RankRun]) -> anyhow::Result<()> {
+    ensure!(runs.iter().all(|r| r.success), "a rank failed:\n{}", describe(runs));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the parent tests
+
+#[test]
+fn collectives_on_two_ranks() -> anyhow::Result<()> {
+    let runs = run_ranks("collectives", 2, Duration::from_secs(20), Duration::from_secs(90))?;
+    all_succeed(&runs)?;
+    for run in &runs {
+        ensure!(run.output.contains(&format!("rank {} collectives ok", run.rank)), "{}", describe(&runs));
+    }
+    Ok(())
+}
+
+#[test]
+fn gather_with_grad_gives_the_single_process_gradient() -> anyhow::Result<()> {
+    let runs = run_ranks("gather_with_grad", 2, Duration::from_secs(20), Duration::from_secs(90))?;
+    all_succeed(&runs)
+}
+
+#[test]
+fn a_killed_rank_makes_the_other_fail_within_the_timeout() -> anyhow::Result<()> {
+    // Once the rank that is killed is rank 1, once rank 0, which also hosts the store.
+    for victim in [1, 0] {
+        let timeout = Duration::from_secs(5);
+        let runs = run_ranks(&format!("killed_{victim}"), 2, timeout, Duration::from_secs(60))?;
+        let survivor = &runs[1 - victim];
+        ensure!(!runs[victim].success, "rank {victim} should have been killed:\n{}", describe(&runs));
+        ensure!(
+            !survivor.success && survivor.output.contains(&format!("rank {} of 2: all_reduce over Gloo failed", 1 - victim)),
+            "the surviving rank should exit with a clear error:\n{}",
+            describe(&runs)
+        );
+        // Start-up (loading libtorch) and the rendezvous come before; the survivor must not wait
+        // much longer than one timeout once its peer is gone.
+        ensure!(survivor.elapsed < Duration::from_secs(45), "the survivor took {:?}:\n{}", survivor.elapsed, describe(&runs));
+        eprintln!("rank {} killed: {}", victim, describe(std::slice::from_ref(survivor)));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_stalled_rank_makes_the_other_fail_after_the_timeout() -> anyhow::Result<()> {
+    // Rank 1 stays alive but never joins the all-reduce (a deadlock, a rank stuck in I/O).
+    let timeout = Duration::from_secs(3);
+    let runs = run_ranks("stalled_1", 2, timeout, Duration::from_secs(60))?;
+    let rank0 = &runs[0];
+    ensure!(
+        !rank0.success && rank0.output.contains("rank 0 of 2: all_reduce over Gloo failed") && rank0.output.to_lowercase().contains("timed out"),
+        "rank 0 should report a timeout:\n{}",
+        describe(&runs)
+    );
+    ensure!(rank0.elapsed < Duration::from_secs(30), "rank 0 took {:?}:\n{}", rank0.elapsed, describe(&runs));
+    eprintln!("rank 1 stalled: {}", describe(std::slice::from_ref(rank0)));
+    Ok(())
+}
+
+#[test]
+fn a_rank_without_a_store_fails_within_the_timeout_naming_the_address() -> anyhow::Result<()> {
+    // Alone in a job of 2: rank 1 finds no store, rank 0 hosts one that nobody joins.
+    let timeout = Duration::from_secs(2);
+    for (rank, expected) in [(1, "could not reach the rendezvous store at 127.0.0.1:"), (0, "waited")] {
+        let runs = run_some_ranks("no_store", &[rank], 2, timeout, Duration::from_secs(40))?;
+        let run = &runs[0];
+        ensure!(run.success && run.output.contains(expected), "rank {rank}:\n{}", describe(&runs));
+        ensure!(run.elapsed < timeout * 3 + Duration::from_secs(10), "rank {rank} took {:?}:\n{}", run.elapsed, describe(&runs));
+    }
+    Ok(())
+}
+
+#[test]
+fn from_env_names_the_missing_variable_and_torchrun() -> anyhow::Result<()> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(["worker", "--exact", "--include-ignored", "--nocapture"])
+        .env(SCENARIO, "missing_env")
+        .env_remove("RANK")
+        .env_remove("SLURM_PROCID")
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "{text}");
+    Ok(())
+}
+
+#[test]
+fn torchrun_launches_two_ranks() -> anyhow::Result<()> {
+    let torchrun = std::env::var_os("VIRTUAL_ENV")
+        .map(|v| PathBuf::from(v).join("bin/torchrun"))
+        .filter(|p| p.exists())
+        .or_else(|| std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("torchrun")).find(|p| p.exists()));
+    let Some(torchrun) = torchrun else {
+        common::tool_present("torchrun_launches_two_ranks", false, "torchrun (the venv's) not found");
+        return Ok(());
+    };
+    let port = free_port().to_string();
+    let exe = std::env::current_exe()?;
+    let out = Command::new(&torchrun)
+        .args(["--no-python", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", &port])
+        .arg(&exe)
+        .args(["worker", "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO, "torchrun")
+        .env(TIMEOUT, "30000")
+        .env("OMP_NUM_THREADS", "1")
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "torchrun failed:\n{text}");
+    for rank in 0..2 {
+        ensure!(text.contains(&format!("torchrun rank {rank} of 2 ok")), "{text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn shards_together_are_the_single_process_batches() -> anyhow::Result<()> {
+    // 2 ranks, batch 3 each: step s of both ranks reads the single process's batch s of 6.
+    let epoch: Vec<usize> = [13, 2, 7, 0, 11, 5, 9, 1, 12, 4, 8, 3, 10, 6].to_vec(); // N = 14
+    let (world, b) = (2, 3);
+    let shards: Vec<Vec<usize>> = (0..world).map(|r| shard_indices(&epoch, r, world)).collect::<Result<_, _>>()?;
+    ensure!(shards.iter().all(|s| s.len() == 7));
+    for step in 0..7 / b {
+        let mut together: Vec<usize> = shards.iter().flat_map(|s| s[step * b..(step + 1) * b].to_vec()).collect();
+        let mut single = epoch[step * world * b..(step + 1) * world * b].to_vec();
+        together.sort();
+        single.sort();
+        ensure!(together == single, "step {step}: {together:?} vs {single:?}");
+    }
+    let mut union: Vec<usize> = shards.concat();
+    union.sort();
+    ensure!(union == (0..14).collect::<Vec<_>>());
+    ensure!(shard_indices(&epoch, 2, 2).is_err());
+    Ok(())
+}
+
+#[test]
+fn says_whether_nccl_was_compiled() {
+    // Recorded in the test log; NCCL itself needs a GPU per rank (docs/distributed.md).
+    let build = selfsup::distributed::nccl_build();
+    eprintln!("NCCL: {build}");
+    assert_eq!(Dist::nccl_compiled(), build == "compiled", "{build}");
+}
+
+// ---------------------------------------------------------------- the ranks
+
+/// One rank of the tests above; does nothing unless they started it.
+#[test]
+#[ignore = "a rank of the multi-process tests, which start it with SELFSUP_DIST_TEST_SCENARIO set"]
+fn worker() -> anyhow::Result<()> {
+    let Ok(scenario) = std::env::var(SCENARIO) else {
+        return Ok(());
+    };
+    if scenario == "missing_env" {
+        let message = Dist::from_env().map(|_| ()).expect_err("no RANK, no job").to_string();
+        ensure!(message.contains("RANK is not set") && message.contains("torchrun --no-python --nproc-per-node"), "{message}");
+        return Ok(());
+    }
+    let timeout = Duration::from_millis(std::env::var(TIMEOUT)?.parse()?);
+    if scenario == "no_store" {
+        let start = Instant::now();
+        let message = Dist::from_env_with(&DistConfig::default().timeout(timeout)).map(|_| ()).expect_err("a job of one").to_string();
+        let address = format!("127.0.0.1:{}", std::env::var("MASTER_PORT")?);
+        ensure!(message.contains(&address), "{message}");
+        println!("failed after {:.1} s: {message}", start.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let dist = Dist::from_env_with(&DistConfig::default().timeout(timeout))?;
+    match scenario.as_str() {
+        "collectives" => collectives(&dist),
+        "gather_with_grad" => gather_with_grad(&dist),
+        "killed_0" => killed(&dist, 0),
+        "killed_1" => killed(&dist, 1),
+        "stalled_1" => {
+            if dist.rank() == 1 {
+                // Long enough for rank 0 to time out, then leave without a collective.
+                std::thread::sleep(timeout * 2);
+                return Ok(());
+            }
+            let mut t = Tensor::ones([4], (Kind::Float, Device::Cpu));
+            dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+            bail!("rank 0's all_reduce returned although rank 1 never called it")
+        }
+        "torchrun" => {
+            let mut t = Tensor::from_slice(&[dist.rank() as f32 + 1.0]);
+            dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+            ensure!(t.double_value(&[0]) == 3.0);
+            let all = dist.all_gather(&Tensor::from_slice(&[dist.rank() as i64]))?;
+            ensure!(Vec::<i64>::try_from(&all)? == vec![0, 1]);
+            println!("torchrun rank {} of {} ok (agent store: {})", dist.rank(), dist.world_size(), dist.env().agent_store);
+            Ok(())
+        }
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+fn values(t: &Tensor) -> anyhow::Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))?)
+}
+
+fn collectives(dist: &Dist) -> anyhow::Result<()> {
+    let (rank, world) = (dist.rank(), dist.world_size());
+    ensure!(world == 2 && dist.device() == Device::Cpu);
+    let r = rank as f32;
+
+    // all_reduce: sum and mean; a non-contiguous tensor; an integer one.
+    let mut t = Tensor::from_slice(&[r + 1.0, 2.0 * (r + 1.0)]);
+    dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+    ensure!(values(&t)? == [3.0, 6.0], "sum {t}");
+    let mut t = Tensor::from_slice(&[r + 1.0, 2.0 * (r + 1.0)]);
+    dist.all_reduce_(&mut t, ReduceOp::Avg)?;
+    ensure!(values(&t)? == [1.5, 3.0], "avg {t}");
+    let mut t = Tensor::arange(6, (Kind::Float, Device::Cpu)).reshape([2, 3]).tr() * (r as f64 + 1.0);
+    ensure!(!t.is_contiguous());
+    dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+    ensure!(values(&t)? == [0.0, 9.0, 3.0, 12.0, 6.0, 15.0], "transposed {t}");
+    let mut t = Tensor::from_slice(&[rank as i64 + 10]);
+    dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+    ensure!(t.int64_value(&[0]) == 21);
+    ensure!(dist.all_reduce_(&mut t, ReduceOp::Avg).is_err(), "Avg of an integer tensor");
+
+    // all_gather: rank order along dim 0; MoCo's concat_all_gather drops the gradient.
+    let x = Tensor::full([2, 3], r as f64, (Kind::Float, Device::Cpu));
+    let all = dist.all_gather(&x)?;
+    ensure!(all.size() == [4, 3], "{:?}", all.size());
+    ensure!(values(&all)? == [[0.0; 6], [1.0; 6]].concat(), "{all}");
+    let keys = dist.concat_all_gather(&x.set_requires_grad(true))?;
+    ensure!(!keys.requires_grad() && keys.size() == [4, 3]);
+
+    // Mismatched shapes: an error naming both ranks' shapes, on both ranks, no hang.
+    let uneven = Tensor::zeros([2 + rank as i64, 3], (Kind::Float, Device::Cpu));
+    let message = dist.all_gather(&uneven).map(|_| ()).expect_err("mismatched shapes").to_string();
+    ensure!(message.contains("rank 0: [2, 3] Float") && message.contains("rank 1: [3, 3] Float"), "{message}");
+
+    // broadcast from rank 1, then a barrier.
+    let mut t = Tensor::full([3], r as f64 * 7.0, (Kind::Double, Device::Cpu));
+    dist.broadcast_(&mut t, 1)?;
+    ensure!(values(&t)? == [7.0; 3], "{t}");
+    ensure!(dist.broadcast_(&mut t, 2).is_err());
+    dist.barrier()?;
+    println!("rank {rank} collectives ok");
+    Ok(())
+}
+
+/// A SimCLR-like loss over gathered keys: two ranks with B rows each get, through
+/// `gather_with_grad`, `world` times the single-process gradient of the mean over 2B rows
+/// (DDP's average of the parameter gradients over ranks divides it back).
+fn gather_with_grad(dist: &Dist) -> anyhow::Result<()> {
+    let (rank, world) = (dist.rank() as i64, dist.world_size() as i64);
+    let (b, d) = (4, 5);
+    selfsup::tch::manual_seed(7);
+    let z_all = Tensor::randn([world * b, d], (Kind::Float, Device::Cpu)); // [2B, D], the same on both ranks
+    let loss_of = |queries: &Tensor, keys: &Tensor| (queries.matmul(&keys.tr()) / 0.5).logsumexp([1], false).mean(Kind::Float);
+
+    // Distributed: each rank holds its own rows and their gradient.
+    let z = z_all.narrow(0, rank * b, b).detach().set_requires_grad(true); // [B, D]
+    let keys = dist.gather_with_grad(&z)?; // [2B, D]
+    ensure!(keys.size() == [world * b, d] && keys.requires_grad());
+    ensure!(keys.allclose(&z_all, 0.0, 0.0, false), "the gathered rows are the ranks' rows in rank order");
+    loss_of(&z, &keys).f_backward()?;
+    let grad = z.grad();
+
+    // One process, the whole batch.
+    let z_ref = z_all.detach().set_requires_grad(true);
+    loss_of(&z_ref, &z_ref).f_backward()?;
+    let expected = z_ref.grad().narrow(0, rank * b, b) * world as f64;
+    let diff = (&grad - &expected).abs().max().double_value(&[]);
+    ensure!(diff < 1e-5, "rank {rank}: gradient differs by {diff}:\n{grad}\nvs\n{expected}");
+
+    // The local slice only: with rank 1's loss ignoring the gathered rows, rank 0 still gets
+    // rank 1's (zero) share and rank 1 still joins the backward's all-reduce.
+    let z = z_all.narrow(0, rank * b, b).detach().set_requires_grad(true);
+    let keys = dist.gather_with_grad(&z)?;
+    let weight = Tensor::full([world * b, 1], (rank + 1) as f64, (Kind::Float, Device::Cpu));
+    (keys * weight).sum(Kind::Float).f_backward()?;
+    ensure!(values(&z.grad())? == vec![3.0; (b * d) as usize], "sum over ranks of 1 and 2: {}", z.grad());
+    println!("rank {rank} gather_with_grad ok");
+    Ok(())
+}
+
+/// Both ranks all-reduce in a loop; `victim` kills itself (SIGKILL) after three rounds. The
+/// other must return an error, not hang.
+fn killed(dist: &Dist, victim: usize) -> anyhow::Result<()> {
+    for round in 0..10_000 {
+        if dist.rank() == victim && round == 3 {
+            // SAFETY: kill(2) on this very process, as a crash or an OOM killer would.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        let mut t = Tensor::ones([1024], (Kind::Float, Device::Cpu));
+        dist.all_reduce_(&mut t, ReduceOp::Sum)?;
+    }
+    bail!("rank {} finished 10000 rounds although rank {victim} was killed", dist.rank())
+}
