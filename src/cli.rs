@@ -23,7 +23,7 @@
 use crate::error::{Error, Result};
 use crate::methods::registry::MethodKind;
 use crate::train::{Precision, Scale};
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, StringValueParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{ArgMatches, Parser, ValueEnum};
 use std::process::ExitCode;
@@ -102,15 +102,27 @@ pub fn below_one(s: &str) -> std::result::Result<f64, String> {
     number(s).and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("must be in [0, 1)".into()) })
 }
 
-/// A clap value parser: a whole number ≥ 1 (a count, a size).
+/// A clap value parser: a whole number ≥ `min` (a count, a size).
 ///
-/// # Errors
-/// What the number must be.
-pub fn positive_integer<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> std::result::Result<T, String> {
-    match s.trim().parse::<T>() {
-        Ok(x) if x >= T::from(1) => Ok(x),
-        _ => Err("must be a whole number ≥ 1".into()),
-    }
+/// ```
+/// use clap::Parser;
+/// #[derive(Parser)]
+/// struct Args {
+///     #[arg(long, default_value_t = 256, value_parser = selfsup::cli::at_least(2usize))]
+///     batch: usize,
+/// }
+/// assert_eq!(Args::try_parse_from(["b", "--batch", "8"]).unwrap().batch, 8);
+/// let e = Args::try_parse_from(["b", "--batch", "1"]).unwrap_err().to_string();
+/// assert!(e.contains("invalid value '1' for '--batch <BATCH>': must be a whole number ≥ 2"), "{e}");
+/// ```
+pub fn at_least<T>(min: T) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Clone + Send + Sync + 'static,
+{
+    StringValueParser::new().try_map(move |s| match s.trim().parse::<T>() {
+        Ok(x) if x >= min => Ok(x),
+        _ => Err(format!("must be a whole number ≥ {min}")),
+    })
 }
 
 fn number(s: &str) -> std::result::Result<f64, String> {

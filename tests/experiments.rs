@@ -227,3 +227,17 @@ fn machine_detection_names_the_cpu_and_the_gpu() {
     let bare = Machine { ram_gib: None, gpus: vec![], ..known };
     assert_eq!(bare.to_string(), "X, 2 CPUs; GPU: none");
 }
+
+#[test]
+fn the_results_command_line_is_consistent() {
+    use clap::{CommandFactory, Parser};
+    use selfsup::experiments::{DeviceChoice, ResultsConfig};
+    use selfsup::train::Scale;
+    ResultsConfig::command().debug_assert();
+    let c = ResultsConfig::try_parse_from(["selfsup-results", "--scale", "Demo", "--device=CPU", "--epochs-factor", "0.5"]).unwrap();
+    assert_eq!((c.scale, c.device, c.epochs_factor, c.seed), (Some(Scale::Demo), DeviceChoice::Cpu, 0.5, 0));
+    assert_eq!(c.out_dir(Scale::Demo), std::path::PathBuf::from("runs/results-demo-x0.5"));
+    let c = ResultsConfig::try_parse_from(["selfsup-results", "--image-size", "32"]).unwrap();
+    assert!(!c.shortened());
+    assert_eq!(c.out_dir(Scale::Lesson), std::path::PathBuf::from("runs/results-lesson-32px"));
+}

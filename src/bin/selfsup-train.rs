@@ -101,7 +101,7 @@ struct DataArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(16..=1024), allow_negative_numbers = true)]
     image_size: Option<i64>,
     /// Pre-train on the first N images only (quick tries, tests) [all]
-    #[arg(long, value_name = "N", value_parser = selfsup::cli::positive_integer::<usize>, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", value_parser = selfsup::cli::at_least(1usize), allow_negative_numbers = true)]
     subset: Option<usize>,
     /// Run folder: checkpoint, config.json, history.jsonl [runs/<method>_<dataset>]
     #[arg(long, value_name = "DIR")]
@@ -142,10 +142,10 @@ struct MocoArgs {
     #[arg(long = "wd", visible_alias = "weight-decay", value_name = "F", default_value_t = 1e-4)]
     wd: f64,
     /// MoCo feature dimension
-    #[arg(long, value_name = "N", default_value_t = 128, value_parser = selfsup::cli::positive_integer::<i64>, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = selfsup::cli::at_least(1i64), allow_negative_numbers = true)]
     moco_dim: i64,
     /// MoCo queue size (a multiple of the batch size)
-    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = selfsup::cli::positive_integer::<i64>, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = selfsup::cli::at_least(1i64), allow_negative_numbers = true)]
     moco_k: i64,
     /// MoCo momentum of the key encoder
     #[arg(long, value_name = "F", default_value_t = 0.999, value_parser = selfsup::cli::unit_interval, allow_negative_numbers = true)]
@@ -382,4 +382,20 @@ fn run(a: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     selfsup::cli::main(check_args, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_keeps_main_moco_flags() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["selfsup-train", "-a", "resnet50", "-j", "0", "-b", "64", "--wd=0.001"]).unwrap();
+        assert_eq!((a.moco.arch, a.moco.workers, a.moco.batch_size, a.moco.wd), (Arch::Resnet50, 0, 64, 0.001));
+        let a = Args::try_parse_from(["selfsup-train", "--learning-rate", "0.1", "--weight-decay", "0", "--lr", "0.2"]).unwrap();
+        assert_eq!((a.moco.lr, a.moco.wd), (0.2, 0.0), "aliases, and the last of a repeated flag wins");
+        assert_eq!(output_dir(&Args::try_parse_from(["selfsup-train", "--dataset", "stl10"]).unwrap().data), PathBuf::from("runs/moco_v2_stl10"));
+    }
 }
