@@ -6,7 +6,7 @@
 //! ```
 //! use clap::Parser;
 //! use selfsup::train::Precision;
-//! #[derive(Parser)]
+//! #[derive(Debug, Parser)]
 //! struct Args {
 //!     /// Precision of the forward pass
 //!     #[arg(long, value_enum, default_value_t = Precision::Bf16)]
@@ -106,7 +106,7 @@ pub fn below_one(s: &str) -> std::result::Result<f64, String> {
 ///
 /// ```
 /// use clap::Parser;
-/// #[derive(Parser)]
+/// #[derive(Debug, Parser)]
 /// struct Args {
 ///     #[arg(long, default_value_t = 256, value_parser = selfsup::cli::at_least(2usize))]
 ///     batch: usize,
