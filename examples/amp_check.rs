@@ -14,8 +14,19 @@
 //! native bf16 (or with `SELFSUP_CPU_BF16=force`); elsewhere the three rows of a method agree
 //! exactly: the run checks the harness, not the precision. `examples/cpu_bf16_check.rs` is the
 //! CPU's own check.
+use clap::Parser;
 use selfsup::prelude::*;
 use std::process::ExitCode;
+
+/// Every method a few steps in float32, bf16 + channels-last and fp16 + channels-last, from the
+/// same seed: exits with 1 when a loss is not finite or strays from float32's.
+#[derive(Parser)]
+#[command(name = "amp_check")]
+struct Args {
+    /// Training steps of each run
+    #[arg(default_value_t = 20, value_parser = selfsup::cli::at_least(1usize))]
+    steps: usize,
+}
 
 /// A method built fresh from seed 0, with its paper's augmentation at `size`.
 fn method(name: &str, backbone: &ResNetConfig, device: Device) -> Result<Box<dyn SslMethod>> {
@@ -65,7 +76,7 @@ fn run(name: &str, precision: Precision, channels_last: bool, steps: usize, set:
 }
 
 fn main() -> ExitCode {
-    match check() {
+    match check(Args::parse().steps) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -75,11 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check() -> Result<bool> {
-    let steps: usize = match std::env::args().nth(1) {
-        Some(s) => s.parse().map_err(|_| Error::Config(format!("steps must be a whole number, got '{s}'")))?,
-        None => 20,
-    };
+fn check(steps: usize) -> Result<bool> {
     let device = pick_device();
     if !device.is_cuda() {
         println!(

@@ -9,9 +9,25 @@
 //!
 //! Target (issue 3): on an H100 the two views of a batch cost under 15% of a ResNet-18 SimCLR
 //! training step (256 pairs at 96×96, about 12–22 ms there), i.e. under about 2–3 ms.
+use clap::Parser;
 use selfsup::augment::{self, ops, presets};
 use selfsup::tch::{self, Device, Kind, Tensor};
 use std::time::Instant;
+
+/// Augmented images per second of the SimCLR preset, two views per batch.
+#[derive(Parser)]
+#[command(name = "bench_augment")]
+struct Args {
+    /// Timed repetitions (after 3 warm-up ones)
+    #[arg(default_value_t = 10, value_parser = selfsup::cli::at_least(1usize))]
+    reps: usize,
+    /// Images per batch
+    #[arg(default_value_t = 256, value_parser = selfsup::cli::at_least(1i64))]
+    batch: i64,
+    /// Side of the images in pixels (at least 16)
+    #[arg(default_value_t = 96, value_parser = selfsup::cli::at_least(16i64))]
+    size: i64,
+}
 
 /// A deterministic jitter part: images and one factor per sample.
 type Adjust = fn(&Tensor, &[f64]) -> selfsup::Result<Tensor>;
@@ -58,10 +74,7 @@ fn time<F: FnMut() -> selfsup::Result<()>>(
 }
 
 fn main() -> selfsup::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let reps = args.first().copied().unwrap_or(10).max(1);
-    let batch = args.get(1).copied().unwrap_or(256).max(1) as i64;
-    let size = args.get(2).copied().unwrap_or(96).max(16) as i64;
+    let Args { reps, batch, size } = Args::parse();
     let warmup = 3;
     let device = selfsup::pick_device();
     let augment = presets::simclr(size);

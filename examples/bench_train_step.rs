@@ -39,7 +39,9 @@
 //!   from 0.996), `presets::byol`;
 //! - `barlow_twins`: `BarlowTwinsConfig::default()` (projector 512→8192→8192→8192, λ 5e-3),
 //!   `presets::barlow_twins`.
+use clap::{Parser, ValueEnum};
 use selfsup::augment::{self, presets, TwoViews};
+use selfsup::methods::registry::MethodKind;
 use selfsup::methods::{BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, Moco, MocoConfig, SimClr, SimClrConfig, SslMethod};
 use selfsup::models::{Depth, ResNetConfig};
 use selfsup::tch::{self, Device, Kind, Tensor};
@@ -48,109 +50,72 @@ use selfsup::train::{backward_and_step, std_of_l2_normalized_tensor, Optimizer, 
 use selfsup::{Error, Result};
 use std::time::Instant;
 
-const ALL_METHODS: [&str; 4] = ["simclr", "moco_v2", "byol", "barlow_twins"];
+/// The methods benchmarked, in the table's order.
+const ALL_METHODS: [MethodKind; 4] = [MethodKind::SimClr, MethodKind::MocoV2, MethodKind::Byol, MethodKind::BarlowTwins];
 
+/// The first layers of the ResNet-18.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stem {
+    /// torchvision's: 7x7 stride-2 conv and max-pool
+    Imagenet,
+    /// SimCLR's CIFAR stem: 3x3 stride-1 conv, no max-pool
+    Cifar,
+}
+
+/// One training step of each method: ms per step, images per second, where the time goes.
+#[derive(Debug, Parser)]
+#[command(name = "bench_train_step", args_override_self = true)]
 struct Args {
+    /// Images per step (at least 2)
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = selfsup::cli::at_least(2i64))]
     batch: i64,
+    /// Side of the images in pixels (at least 16)
+    #[arg(long, value_name = "N", default_value_t = 96, value_parser = selfsup::cli::at_least(16i64))]
     size: i64,
+    /// Timed steps
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = selfsup::cli::at_least(1usize))]
     steps: usize,
+    /// Untimed steps first
+    #[arg(long, value_name = "N", default_value_t = 5)]
     warmup: usize,
-    methods: Vec<String>,
+    /// The methods, comma-separated
+    #[arg(long, value_name = "A,B,..", value_delimiter = ',', value_parser = selfsup::cli::methods_among(&ALL_METHODS), default_values_t = ALL_METHODS)]
+    methods: Vec<MethodKind>,
+    /// Precision of the forward pass (fp32 = off)
+    #[arg(long, value_name = "P", value_enum, default_value_t = Precision::Off)]
     precision: Precision,
+    /// Weights and inputs in channels-last order (here on the CPU too)
+    #[arg(long)]
     channels_last: bool,
-    cifar_stem: bool,
+    /// The ResNet-18's stem
+    #[arg(long, value_name = "STEM", value_enum, default_value_t = Stem::Imagenet)]
+    stem: Stem,
+    /// Time the parts of the step on CUDA too (a synchronisation at each boundary)
+    #[arg(long)]
     parts: bool,
+    /// Also write the rows as JSON here
+    #[arg(long, value_name = "PATH")]
     json: Option<String>,
+    /// The configuration column's text [selfsup, <precision>, <layout>]
+    #[arg(long, value_name = "TEXT")]
     label: Option<String>,
-}
-
-fn usage() -> Error {
-    Error::Config(
-        "usage: bench_train_step [--batch N] [--size N] [--steps N] [--warmup N] [--methods a,b,..] \
-         [--precision off|bf16|fp16] [--channels-last] [--stem imagenet|cifar] [--parts] [--json PATH] [--label TEXT]"
-            .into(),
-    )
-}
-
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        batch: 256,
-        size: 96,
-        steps: 20,
-        warmup: 5,
-        methods: ALL_METHODS.iter().map(|m| m.to_string()).collect(),
-        precision: Precision::Off,
-        channels_last: false,
-        cifar_stem: false,
-        parts: false,
-        json: None,
-        label: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--channels-last" {
-            a.channels_last = true;
-            continue;
-        }
-        if flag == "--parts" {
-            a.parts = true;
-            continue;
-        }
-        if flag == "-h" || flag == "--help" {
-            return Err(usage());
-        }
-        let value = it.next().ok_or_else(usage)?;
-        let int = |v: &str| v.parse::<i64>().map_err(|_| Error::Config(format!("{flag}: not a number: {v}")));
-        match flag.as_str() {
-            "--batch" => a.batch = int(&value)?,
-            "--size" => a.size = int(&value)?,
-            "--steps" => a.steps = int(&value)?.max(1) as usize,
-            "--warmup" => a.warmup = int(&value)?.max(0) as usize,
-            "--methods" => a.methods = value.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect(),
-            "--precision" => {
-                a.precision = match value.as_str() {
-                    "off" | "fp32" => Precision::Off,
-                    "bf16" => Precision::Bf16,
-                    "fp16" => Precision::Fp16,
-                    other => return Err(Error::Config(format!("--precision {other}: use off, bf16 or fp16"))),
-                }
-            }
-            "--stem" => {
-                a.cifar_stem = match value.as_str() {
-                    "imagenet" => false,
-                    "cifar" => true,
-                    other => return Err(Error::Config(format!("--stem {other}: use imagenet or cifar"))),
-                }
-            }
-            "--json" => a.json = Some(value),
-            "--label" => a.label = Some(value),
-            _ => return Err(usage()),
-        }
-    }
-    if a.batch < 2 || a.size < 16 {
-        return Err(Error::Config(format!("--batch must be >= 2 and --size >= 16, got {} and {}", a.batch, a.size)));
-    }
-    if let Some(bad) = a.methods.iter().find(|m| !ALL_METHODS.contains(&m.as_str())) {
-        return Err(Error::Config(format!("unknown method '{bad}': use {}", ALL_METHODS.join(", "))));
-    }
-    Ok(a)
 }
 
 /// The method and its views with the papers' ImageNet recipes (default configs, full-size heads)
 /// on a torchvision ResNet-18 at any crop size, the step bench/train_step_reference.py mirrors in
 /// PyTorch. Not `selfsup-train`'s recipe, which switches to the CIFAR presets at 64 px or less
 /// (methods::registry); the benchmark keeps one workload per method across sizes.
-fn build(name: &str, size: i64, cifar_stem: bool, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
+fn build(kind: MethodKind, size: i64, stem: Stem, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
     // torchvision's resnet18: ImageNet stem, or SimCLR's CIFAR stem (3x3/1, no max-pool).
-    let r18 = ResNetConfig { depth: Depth::R18, small_images: cifar_stem, ..Default::default() };
-    Ok(match name {
-        "simclr" => (Box::new(SimClr::new(SimClrConfig::default().backbone(r18), device)?), presets::simclr(size).into()),
-        "moco_v2" => (Box::new(Moco::new(MocoConfig::v2().backbone(r18), device)?), presets::moco_v2(size).into()),
-        "byol" => (Box::new(Byol::new(ByolConfig::default().backbone(r18), device)?), presets::byol(size)),
-        "barlow_twins" => {
+    let r18 = ResNetConfig { depth: Depth::R18, small_images: stem == Stem::Cifar, ..Default::default() };
+    Ok(match kind {
+        MethodKind::SimClr => (Box::new(SimClr::new(SimClrConfig::default().backbone(r18), device)?), presets::simclr(size).into()),
+        MethodKind::MocoV2 => (Box::new(Moco::new(MocoConfig::v2().backbone(r18), device)?), presets::moco_v2(size).into()),
+        MethodKind::Byol => (Box::new(Byol::new(ByolConfig::default().backbone(r18), device)?), presets::byol(size)),
+        MethodKind::BarlowTwins => {
             (Box::new(BarlowTwins::new(BarlowTwinsConfig::default().backbone(r18), device)?), presets::barlow_twins(size))
         }
-        other => return Err(Error::Config(format!("unknown method '{other}'"))),
+        other => return Err(Error::Config(format!("bench_train_step has no recipe for {other}"))),
     })
 }
 
@@ -190,9 +155,9 @@ struct Row {
 const PARTS: [&str; 7] = ["augment", "layout", "forward", "backward", "optimizer", "after_step", "log row"];
 
 /// Times `warmup + steps` engine steps of `name`; returns per-step wall seconds of the timed ones.
-fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result<Row> {
+fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> Result<Row> {
     tch::manual_seed(0);
-    let (mut method, views) = build(name, a.size, a.cifar_stem, device)?;
+    let (mut method, views) = build(name, a.size, a.stem, device)?;
     let cfg = TrainConfig { batch_size: a.batch as usize, mixed_precision: a.precision, channels_last: a.channels_last, ..TrainConfig::default() };
     let mut opt = Optimizer::new(method.online(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
     let cuda = matches!(device, Device::Cuda(_));
@@ -299,7 +264,7 @@ fn bench_method(name: &str, a: &Args, device: Device, images: &Tensor) -> Result
 }
 
 fn main() -> Result<()> {
-    let a = parse_args()?;
+    let a = Args::parse();
     let device = selfsup::pick_device();
     let setup = amp::setup(a.precision, device)?;
     let precision = match (setup.autocast, setup.fp16) {
@@ -312,12 +277,12 @@ fn main() -> Result<()> {
         },
     };
     let layout = if a.channels_last { "channels-last" } else { "NCHW" };
-    let stem = if a.cifar_stem { "cifar" } else { "imagenet" };
+    let stem = selfsup::cli::value_name(&a.stem);
     let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}"));
     tch::manual_seed(1234);
     let images = Tensor::randint(256, [a.batch, 3, a.size, a.size], (Kind::Uint8, device)); // [B, 3, S, S] u8
     let mut rows = Vec::new();
-    for m in &a.methods {
+    for &m in &a.methods {
         let row = bench_method(m, &a, device, &images)?;
         eprintln!("{config}: {} {:.1} ms/step (loss {:.4})", row.method, row.median_ms, row.loss);
         rows.push(row);

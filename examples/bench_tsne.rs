@@ -10,6 +10,7 @@
 //!    [`viz::knn_accuracy_2d`], k = 10, on the original 512-d features) and prints a table.
 //!
 //! `score` only scores the layouts already there.
+use clap::{Parser, Subcommand};
 use selfsup::prelude::*;
 use selfsup::viz::{knn_accuracy_2d, trustworthiness, tsne_embed, TsneBackend, TsneConfig};
 use std::path::{Path, PathBuf};
@@ -88,30 +89,50 @@ fn score(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The kit's t-SNE against linfa-tsne, openTSNE and scikit-learn (files in out/bench_tsne/).
+#[derive(Parser)]
+#[command(name = "bench_tsne")]
+struct Args {
+    #[command(subcommand)]
+    step: Step,
+}
+
+#[derive(Subcommand)]
+enum Step {
+    /// Write the embeddings (5,000 and 13,000 points)
+    Data,
+    /// Run the kit's t-SNE (and the others asked for), then score every layout
+    Run {
+        /// Also the FFT-accelerated backend
+        #[arg(long)]
+        fft: bool,
+        /// Also linfa-tsne
+        #[arg(long)]
+        linfa: bool,
+    },
+    /// Score the layouts already written
+    Score,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from("out/bench_tsne");
-    match args.first().map(String::as_str) {
-        Some("data") => write_data(&dir),
-        Some("run") => {
+    match Args::parse().step {
+        Step::Data => write_data(&dir),
+        Step::Run { fft, linfa } => {
             if !paths(&dir, SIZES[0]).0.exists() {
                 write_data(&dir)?;
             }
             for n in SIZES {
                 run_tool(&dir, n, "selfsup", &TsneConfig::default())?;
-                if args.iter().any(|a| a == "--fft") {
+                if fft {
                     run_tool(&dir, n, "selfsup-fft", &TsneConfig::default().backend(TsneBackend::Fft))?;
                 }
-                if args.iter().any(|a| a == "--linfa") {
+                if linfa {
                     run_tool(&dir, n, "linfa", &TsneConfig::default().backend(TsneBackend::Linfa))?;
                 }
             }
             score(&dir)
         }
-        Some("score") => score(&dir),
-        _ => {
-            eprintln!("usage: bench_tsne data | run [--linfa] | score   (files in out/bench_tsne/)");
-            Ok(())
-        }
+        Step::Score => score(&dir),
     }
 }

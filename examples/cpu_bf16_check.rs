@@ -13,20 +13,59 @@
 //! bf16 runs where the CPU has native bf16; elsewhere the example forces it
 //! (`CpuBf16Mode::Force`: libtorch emulates bf16, slowly), so the numerics can be checked on
 //! any CPU; the seconds column then says nothing about speed (see BENCHMARKS.md).
+use clap::Parser;
+use selfsup::methods::registry::MethodKind;
 use selfsup::prelude::*;
 use selfsup::train::amp::{self, CpuBf16Mode};
 use selfsup::train::{knn_accuracy, KnnConfig};
 use std::process::ExitCode;
 use std::time::Instant;
 
-fn method(name: &str) -> Result<Box<dyn SslMethod>> {
+/// The methods checked, each with its `tiny` preset.
+const METHODS: [MethodKind; 4] = [MethodKind::SimClr, MethodKind::MocoV2, MethodKind::Byol, MethodKind::BarlowTwins];
+
+/// f32 against CPU bf16 autocast for each method; exits with 1 when they disagree.
+#[derive(Parser)]
+#[command(name = "cpu_bf16_check")]
+struct Args {
+    /// Training steps of each run
+    #[arg(default_value_t = 200, value_parser = selfsup::cli::at_least(1usize))]
+    steps: usize,
+    /// The methods, comma-separated (of simclr, moco_v2, byol, barlow_twins)
+    #[arg(value_parser = method_list, default_value_t = MethodList(METHODS.to_vec()))]
+    methods: MethodList,
+    /// How far (accuracy, 0 to 1) the bf16 kNN probe may fall below the f32 one
+    #[arg(default_value_t = 0.03, value_parser = selfsup::cli::unit_interval)]
+    tolerance: f64,
+}
+
+/// Methods given as one comma-separated positional argument (a list there would swallow the
+/// tolerance after it).
+#[derive(Clone)]
+struct MethodList(Vec<MethodKind>);
+
+impl std::fmt::Display for MethodList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))
+    }
+}
+
+fn method_list(s: &str) -> std::result::Result<MethodList, String> {
+    let one = |name: &str| match name.trim().parse::<MethodKind>() {
+        Ok(k) if METHODS.contains(&k) => Ok(k),
+        _ => Err(format!("'{}' is not one of {}", name.trim(), MethodList(METHODS.to_vec()))),
+    };
+    s.split(',').map(one).collect::<std::result::Result<_, _>>().map(MethodList)
+}
+
+fn method(kind: MethodKind) -> Result<Box<dyn SslMethod>> {
     seed_everything(0);
-    Ok(match name {
-        "simclr" => Box::new(SimClr::new(SimClrConfig::tiny(), Device::Cpu)?),
-        "moco_v2" => Box::new(Moco::new(MocoConfig::tiny(), Device::Cpu)?),
-        "byol" => Box::new(Byol::new(ByolConfig::tiny(), Device::Cpu)?),
-        "barlow_twins" => Box::new(BarlowTwins::new(BarlowTwinsConfig::tiny(), Device::Cpu)?),
-        other => return Err(Error::Config(format!("unknown method '{other}': use simclr, moco_v2, byol, barlow_twins"))),
+    Ok(match kind {
+        MethodKind::SimClr => Box::new(SimClr::new(SimClrConfig::tiny(), Device::Cpu)?),
+        MethodKind::MocoV2 => Box::new(Moco::new(MocoConfig::tiny(), Device::Cpu)?),
+        MethodKind::Byol => Box::new(Byol::new(ByolConfig::tiny(), Device::Cpu)?),
+        MethodKind::BarlowTwins => Box::new(BarlowTwins::new(BarlowTwinsConfig::tiny(), Device::Cpu)?),
+        other => return Err(Error::Config(format!("cpu_bf16_check has no run for {other}"))),
     })
 }
 
@@ -38,9 +77,9 @@ struct Run {
     seconds: f64,
 }
 
-fn run(name: &str, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> Result<Run> {
+fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> Result<Run> {
     let [unlabeled, train_set, test_set] = sets;
-    let mut m = method(name)?;
+    let mut m = method(kind)?;
     let cfg = TrainConfig {
         mixed_precision: precision,
         max_steps: Some(steps),
@@ -52,7 +91,7 @@ fn run(name: &str, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> 
     }
     .resume(false)
     .progress(false);
-    let out = std::env::temp_dir().join(format!("selfsup_cpu_bf16_check_{name}_{precision:?}_{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("selfsup_cpu_bf16_check_{kind}_{precision:?}_{}", std::process::id()));
     let aug = augment::presets::simclr(32);
     let started = Instant::now();
     let history = train::pretrain(m.as_mut(), unlabeled, &aug, &cfg, &out)?;
@@ -71,7 +110,7 @@ fn run(name: &str, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> 
 }
 
 fn main() -> ExitCode {
-    match check() {
+    match check(Args::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -81,22 +120,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check() -> Result<bool> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let steps: usize = match args.first() {
-        Some(s) => s.parse().map_err(|_| Error::Config(format!("steps must be a whole number, got '{s}'")))?,
-        None => 200,
-    };
-    let methods: Vec<String> = args
-        .get(1)
-        .map_or("simclr,moco_v2,byol,barlow_twins", |s| s.as_str())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
-    let tolerance: f64 = match args.get(2) {
-        Some(s) => s.parse().map_err(|_| Error::Config(format!("tolerance must be a number, got '{s}'")))?,
-        None => 0.03,
-    };
+fn check(Args { steps, methods, tolerance }: Args) -> Result<bool> {
     let native = amp::cpu_bf16();
     if !native.enabled() {
         amp::set_cpu_bf16_mode(Some(CpuBf16Mode::Force));
@@ -112,7 +136,7 @@ fn check() -> Result<bool> {
     println!("| method | precision | steps | first loss | last loss | largest loss | kNN accuracy | seconds | check |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
-    for name in &methods {
+    for name in methods.0 {
         let f32_run = run(name, Precision::Off, steps, &sets)?;
         let bf16_run = run(name, Precision::Bf16, steps, &sets)?;
         for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {

@@ -5,11 +5,21 @@
 //! cargo build --release --example device_check
 //! ./target/release/examples/device_check --require-cuda   # exit code 1 when CUDA is not usable
 //! ```
+use clap::Parser;
 use selfsup::prelude::*;
 use std::time::Instant;
 
+/// Prints the environment, times a matrix product and three ResNet-18 training steps.
+#[derive(Parser)]
+#[command(name = "device_check")]
+struct Args {
+    /// Exit with 1 when CUDA is not usable
+    #[arg(long)]
+    require_cuda: bool,
+}
+
 fn main() -> Result<()> {
-    let require_cuda = std::env::args().any(|a| a == "--require-cuda");
+    let require_cuda = Args::parse().require_cuda;
     print!("{}", environment());
     let device = pick_device();
     if require_cuda && !device.is_cuda() {

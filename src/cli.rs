@@ -1,63 +1,184 @@
-//! What the command-line programs (`selfsup-train`, `selfsup-results`) share: reading
-//! `--flag value` and `--flag=value` with errors that say what was expected, and a `main` that
-//! prints the help, runs, and turns an error into a message and an exit code — never a panic.
+//! What the command-line programs (`selfsup-train`, `selfsup-results`, the examples) share:
+//! the kit's choices as clap values ([`Scale`], [`Precision`], [`MethodKind`]), value parsers
+//! that say what a number must be, and a [`main`] that parses the arguments with clap, runs,
+//! and turns an error into a message and an exit code — never a panic.
+//!
+//! ```
+//! use clap::Parser;
+//! use selfsup::train::Precision;
+//! #[derive(Debug, Parser)]
+//! struct Args {
+//!     /// Precision of the forward pass
+//!     #[arg(long, value_enum, default_value_t = Precision::Bf16)]
+//!     precision: Precision,
+//!     /// Learning rate
+//!     #[arg(long, default_value_t = 0.03, value_parser = selfsup::cli::positive_number)]
+//!     lr: f64,
+//! }
+//! let a = Args::try_parse_from(["prog", "--precision", "off"]).unwrap();
+//! assert_eq!((a.precision, a.lr), (Precision::Off, 0.03));
+//! let e = Args::try_parse_from(["prog", "--lr", "0"]).unwrap_err().to_string();
+//! assert!(e.contains("invalid value '0' for '--lr <LR>'"), "{e}");
+//! ```
 use crate::error::{Error, Result};
+use crate::methods::registry::MethodKind;
+use crate::train::{Precision, Scale};
+use clap::builder::{PossibleValue, PossibleValuesParser, StringValueParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{ArgMatches, Parser, ValueEnum};
 use std::process::ExitCode;
 
-/// `--flag=value` → `("--flag", Some("value"))`; anything else → `(arg, None)`.
-///
-/// ```
-/// use selfsup::cli::split_flag;
-/// assert_eq!(split_flag("--lr=0.03"), ("--lr".to_string(), Some("0.03".to_string())));
-/// assert_eq!(split_flag("-b"), ("-b".to_string(), None));
-/// ```
-pub fn split_flag(arg: &str) -> (String, Option<String>) {
-    match arg.split_once('=') {
-        Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-        _ => (arg.to_string(), None),
+impl ValueEnum for Scale {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Scale::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
     }
 }
 
-/// The value given to `flag`, read as `T`; `what` says what is expected ("a number > 0"), or
-/// is empty.
+impl ValueEnum for Precision {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Precision::Off, Precision::Bf16, Precision::Fp16]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Precision::Off => PossibleValue::new("off").alias("fp32").help("full f32"),
+            Precision::Bf16 => PossibleValue::new("bf16").help("bf16 autocast on CUDA and on CPUs with native bf16"),
+            Precision::Fp16 => PossibleValue::new("fp16").help("fp16 autocast with loss scaling (CUDA only)"),
+        })
+    }
+}
+
+impl ValueEnum for MethodKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &MethodKind::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+/// A clap value parser for the methods in `kinds` only (a benchmark's methods), by name.
+///
+/// ```
+/// use clap::Parser;
+/// use selfsup::methods::registry::MethodKind;
+/// const BENCHED: [MethodKind; 2] = [MethodKind::SimClr, MethodKind::Byol];
+/// #[derive(Parser)]
+/// struct Args {
+///     #[arg(long, value_delimiter = ',', value_parser = selfsup::cli::methods_among(&BENCHED), default_values_t = BENCHED)]
+///     methods: Vec<MethodKind>,
+/// }
+/// assert_eq!(Args::try_parse_from(["b"]).unwrap().methods, BENCHED);
+/// assert_eq!(Args::try_parse_from(["b", "--methods", "byol"]).unwrap().methods, [MethodKind::Byol]);
+/// assert!(Args::try_parse_from(["b", "--methods", "moco_v1"]).is_err());
+/// ```
+pub fn methods_among(kinds: &'static [MethodKind]) -> impl TypedValueParser<Value = MethodKind> {
+    PossibleValuesParser::new(kinds.iter().map(|k| PossibleValue::new(k.name()))).try_map(|name| name.parse::<MethodKind>())
+}
+
+/// A clap value parser: a finite number > 0.
 ///
 /// # Errors
-/// [`Error::Config`] for a missing value or one that does not parse, naming the flag.
-pub fn value<T: std::str::FromStr>(flag: &str, value: Option<String>, what: &str) -> Result<T> {
-    let expected = if what.is_empty() { String::new() } else { format!(": expected {what}") };
-    let v = value.ok_or_else(|| Error::Config(format!("{flag} needs a value{expected} (see --help)")))?;
-    v.parse().map_err(|_| Error::Config(format!("{flag}: cannot read '{v}'{expected} (see --help)")))
+/// What the number must be, for clap to show after the flag and the value.
+pub fn positive_number(s: &str) -> std::result::Result<f64, String> {
+    number(s).and_then(|x| if x > 0.0 { Ok(x) } else { Err("must be a positive number".into()) })
 }
 
-/// Runs a command-line program: `parse` reads the arguments (without the program name;
-/// `Ok(None)` when help was asked for), `run` does the work. Exits 0 on success, 1 with the
-/// error when `run` fails, 2 with the error and the help text for bad arguments.
-pub fn main<A>(
-    help: &str,
-    parse: impl FnOnce(Vec<String>) -> Result<Option<A>>,
-    run: impl FnOnce(A) -> Result<()>,
+/// A clap value parser: a number in [0, 1].
+///
+/// # Errors
+/// What the number must be.
+pub fn unit_interval(s: &str) -> std::result::Result<f64, String> {
+    number(s).and_then(|x| if (0.0..=1.0).contains(&x) { Ok(x) } else { Err("must be in [0, 1]".into()) })
+}
+
+/// A clap value parser: a number in [0, 1) (a momentum).
+///
+/// # Errors
+/// What the number must be.
+pub fn below_one(s: &str) -> std::result::Result<f64, String> {
+    number(s).and_then(|x| if (0.0..1.0).contains(&x) { Ok(x) } else { Err("must be in [0, 1)".into()) })
+}
+
+/// A clap value parser: a whole number ≥ `min` (a count, a size).
+///
+/// ```
+/// use clap::Parser;
+/// #[derive(Debug, Parser)]
+/// struct Args {
+///     #[arg(long, default_value_t = 256, value_parser = selfsup::cli::at_least(2usize))]
+///     batch: usize,
+/// }
+/// assert_eq!(Args::try_parse_from(["b", "--batch", "8"]).unwrap().batch, 8);
+/// let e = Args::try_parse_from(["b", "--batch", "1"]).unwrap_err().to_string();
+/// assert!(e.contains("invalid value '1' for '--batch <BATCH>': must be a whole number ≥ 2"), "{e}");
+/// ```
+pub fn at_least<T>(min: T) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Clone + Send + Sync + 'static,
+{
+    StringValueParser::new().try_map(move |s| match s.trim().parse::<T>() {
+        Ok(x) if x >= min => Ok(x),
+        _ => Err(format!("must be a whole number ≥ {min}")),
+    })
+}
+
+fn number(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err("expected a finite number, e.g. 0.05".into()),
+    }
+}
+
+/// The command-line name of a clap value (`"stl10"` of a `Dataset::Stl10` deriving `ValueEnum`).
+pub fn value_name<T: ValueEnum>(value: &T) -> String {
+    value.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// Whether the argument `id` (the field's name) was given on the command line, not defaulted.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// Runs a command-line program: clap parses the arguments into `A` (help and version exit 0,
+/// bad arguments exit 2 naming the flag and the value); `check` turns them into what `run`
+/// takes, its errors reported as bad arguments too (exit 2); `run` does the work: exit 0 on
+/// success, 1 with the error, 130 when interrupted (Ctrl-C, with how to continue).
+pub fn main<A: Parser, B>(
+    check: impl FnOnce(A, &ArgMatches) -> Result<B>,
+    run: impl FnOnce(B) -> Result<()>,
 ) -> ExitCode {
-    match parse(std::env::args().skip(1).collect()) {
-        Ok(None) => {
-            println!("{help}");
-            ExitCode::SUCCESS
+    let mut command = A::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|m| A::from_arg_matches(&m).map(|a| (a, m)));
+    let (args, matches) = match parsed {
+        Ok(p) => p,
+        Err(e) => return clap_exit(e.format(&mut command)),
+    };
+    let args = match check(args, &matches) {
+        Ok(a) => a,
+        Err(e) => return clap_exit(command.error(ErrorKind::ValueValidation, e)),
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Interrupted(msg)) => {
+            eprintln!("selfsup: {msg}");
+            ExitCode::from(130)
         }
-        Ok(Some(args)) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(Error::Interrupted(msg)) => {
-                eprintln!("selfsup: {msg}");
-                ExitCode::from(130)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
         Err(e) => {
-            eprintln!("error: {e}\n\n{help}");
-            ExitCode::from(2)
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Prints clap's message (help to stdout, errors to stderr) and returns its exit code.
+fn clap_exit(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// CPU seconds used by this process so far, all threads (`CLOCK_PROCESS_CPUTIME_ID`); NaN when

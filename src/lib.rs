@@ -8,7 +8,9 @@
 //! data ([`data`]) → augmentations ([`augment`]) → models ([`models`]) → methods ([`methods`],
 //! [`losses`], [`momentum`]) → training ([`train`]) → evaluation ([`eval`]) → visualisation
 //! ([`viz`]), with [`device`](mod@device) choosing the hardware. Every figure, image and table
-//! renders inline.
+//! renders inline. On top, [`experiments`] runs the seeds' experiments end to end and judges
+//! their conclusions (the `selfsup-results` program; the notebooks' verdict tables), and [`cli`]
+//! holds what the command-line programs share.
 //! With the `distributed` feature, `distributed` adds the building blocks of data-parallel
 //! training on PyTorch's c10d (docs/distributed.md).
 //!
@@ -72,3 +74,4 @@ pub mod losses;
 pub mod momentum;
 pub mod train;
 pub mod eval;
+pub mod experiments;

@@ -137,14 +137,15 @@ fn smoke_run_reports_every_experiment_and_resumes_without_retraining() {
 
 #[test]
 fn bad_arguments_say_what_is_wrong_and_what_to_do() {
+    // clap's messages name the flag and the bad value (and the choices, for a fixed set).
     for (args, expect) in [
-        (&["--scale", "huge"][..], "--scale must be smoke, lesson, demo or full, got 'huge'"),
-        (&["--epochs-factor", "-1"][..], "--epochs-factor must be a positive number"),
-        (&["--epochs-factor", "x"][..], "--epochs-factor: cannot read 'x'"),
-        (&["--device", "tpu"][..], "--device must be cpu, cuda or auto, got 'tpu'"),
-        (&["--seed"][..], "--seed needs a value"),
-        (&["--image-size", "8"][..], "--image-size must be 16 to 256 pixels, got 8"),
-        (&["--frobnicate"][..], "unknown option '--frobnicate' (see --help)"),
+        (&["--scale", "huge"][..], "invalid value 'huge' for '--scale <S>'\n  [possible values: smoke, lesson, demo, full]"),
+        (&["--epochs-factor", "-1"][..], "invalid value '-1' for '--epochs-factor <F>': must be a positive number"),
+        (&["--epochs-factor", "x"][..], "invalid value 'x' for '--epochs-factor <F>'"),
+        (&["--device", "tpu"][..], "invalid value 'tpu' for '--device <D>'\n  [possible values: cpu, cuda, auto]"),
+        (&["--seed"][..], "a value is required for '--seed <N>'"),
+        (&["--image-size", "8"][..], "invalid value '8' for '--image-size <N>': 8 is not in 16..=256"),
+        (&["--frobnicate"][..], "unexpected argument '--frobnicate' found"),
     ] {
         let o = run(args);
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -157,5 +158,6 @@ fn bad_arguments_say_what_is_wrong_and_what_to_do() {
     assert!(stderr.contains("SELFSUP_SCALE must be smoke, lesson, demo or full, got 'large'; or pass --scale"), "{stderr}");
     let help = run(&["--help"]);
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--epochs-factor F"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--epochs-factor <F>") && help.contains("[default: 1]"), "{help}");
 }

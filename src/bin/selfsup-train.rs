@@ -19,386 +19,351 @@ use selfsup::data::{cifar, stl10, ImageSet, Split};
 use selfsup::methods::registry::{self, MethodConfig, MethodKind, MethodSpec};
 use selfsup::methods::{Moco, MocoConfig, SslMethod};
 use selfsup::models::{Depth, HeadConfig, ResNetConfig};
+use selfsup::tch::Device;
 use selfsup::train::{self, KnnConfig, KnnMonitor, LrSchedule, OptimizerConfig, Precision, TrainConfig};
 use selfsup::{Error, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{ArgMatches, Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const HELP: &str = "selfsup-train: self-supervised pre-training from the command line (resumes by itself)
+/// The method names `--method` takes: `moco` (main_moco.py's, MoCo v1 unless --mlp/--aug-plus/--cos)
+/// and every registry method.
+fn method_names() -> PossibleValuesParser {
+    let moco = PossibleValue::new("moco").help("MoCo v1 unless --mlp/--aug-plus/--cos (main_moco.py)");
+    let moco_v2 = "= moco --mlp --moco-t 0.2 --aug-plus --cos";
+    let registry = MethodKind::ALL.into_iter().map(|k| match k {
+        MethodKind::MocoV2 => PossibleValue::new(k.name()).help(moco_v2),
+        _ => PossibleValue::new(k.name()),
+    });
+    PossibleValuesParser::new(std::iter::once(moco).chain(registry))
+}
 
-USAGE: selfsup-train [OPTIONS]
+/// Which data `--dataset` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dataset {
+    /// The embedded shapes dataset
+    Synthetic,
+    /// STL-10's unlabelled split
+    Stl10,
+    /// CIFAR-10's train split
+    Cifar10,
+}
 
-Method and data:
-  --method NAME        moco (MoCo v1 unless --mlp/--aug-plus/--cos), moco_v2 (= moco --mlp --moco-t 0.2
-                       --aug-plus --cos), simclr, byol, byol_no_momentum, barlow_twins   [moco_v2]
-  --dataset NAME       synthetic | stl10 (unlabelled split) | cifar10 (train split)      [synthetic]
-  --data-dir DIR       where stl10_binary/ or cifar-10-batches-*/ are                    [assets/data]
-  --image-size N       side of the augmented crops, 16..=1024               [the dataset's image size]
-  --subset N           pre-train on the first N images only (quick tries, tests)             [all]
-  --output DIR         run folder: checkpoint, config.json, history.jsonl     [runs/<method>_<dataset>]
-  --resume PATH        continue the run in PATH (a run folder or its checkpoint.safetensors);
-                       the run in --output is continued anyway, --restart starts it over
-  --restart            ignore an existing checkpoint in the output folder and start over
+/// `-a, --arch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Arch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
 
-main_moco.py options (S4.1):
-  -a, --arch NAME      resnet18 | resnet34 | resnet50 (small-image stem at 64 px or less) [resnet18]
-  -j, --workers N      batches prepared ahead (augmentation runs batched on the device)  [2]
-  --epochs N           planned epochs (the schedule spans them)                       [200]
-  --start-epoch N      only 0 is accepted (main_moco.py's default): the epoch comes from the checkpoint
-  -b, --batch-size N   images per step                                                [256]
-  --lr F               base learning rate                                             [0.03]
-  --momentum F         SGD / LARS momentum                                            [0.9]
-  --wd, --weight-decay F                                                              [1e-4]
-  --moco-dim N         MoCo feature dimension                                         [128]
-  --moco-k N           MoCo queue size (a multiple of the batch size)                 [65536]
-  --moco-m F           MoCo momentum of the key encoder                               [0.999]
-  --moco-t F           softmax temperature τ; for simclr NT-Xent's τ    [0.07; moco_v2: 0.2; simclr: 0.5]
-  --mlp                MLP head (MoCo v2)
-  --aug-plus           MoCo v2 augmentation (with blur)
-                       (--moco-dim/-k/-m, --mlp, --aug-plus apply to moco only and --moco-t to moco and
-                       simclr: given for another method they are rejected, not ignored)
-  --cos                cosine schedule (else x0.1 at 60% and 80% of the epochs: --schedule 120 160)
+/// `--optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OptimizerName {
+    Sgd,
+    Adam,
+    Adamw,
+    Lars,
+}
 
-More:
-  --optimizer NAME     sgd | adam | adamw | lars                                      [sgd]
-  --max-steps N        stop after N steps in total (run again with a larger N to continue)
-  --time-budget SECS   stop (with a checkpoint) after this long
-  --seed N                                                                            [0]
-  --precision P        off | bf16 | fp16 (CUDA only)                                  [bf16]
-  --knn-every N        online kNN accuracy every N epochs (needs labelled train/test)   [off]
-  --checkpoint-every N checkpoint every N steps (and every 10 minutes, and at the end)
-  -h, --help
-
-Ctrl-C or SIGTERM: the current step ends, a checkpoint is written, and the same command continues
-the run; a second Ctrl-C quits at once.";
-
-#[derive(Debug)]
+/// selfsup-train: self-supervised pre-training from the command line (resumes by itself)
+///
+/// The defaults are main_moco.py's, except the architecture (ResNet-18: the kit's data is small).
+#[derive(Debug, Parser)]
+#[command(
+    name = "selfsup-train",
+    after_help = "Ctrl-C or SIGTERM: the current step ends, a checkpoint is written, and the same command continues \
+                  the run; a second Ctrl-C quits at once.",
+    args_override_self = true
+)]
 struct Args {
+    #[command(flatten, next_help_heading = "Method and data")]
+    data: DataArgs,
+    #[command(flatten, next_help_heading = "main_moco.py options (S4.1)")]
+    moco: MocoArgs,
+    #[command(flatten, next_help_heading = "More")]
+    more: MoreArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// The method
+    #[arg(long, value_name = "NAME", default_value = "moco_v2", value_parser = method_names())]
     method: String,
-    dataset: String,
+    /// The pre-training images
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = Dataset::Synthetic)]
+    dataset: Dataset,
+    /// Where stl10_binary/ or cifar-10-batches-*/ are
+    #[arg(long, value_name = "DIR", default_value = "assets/data")]
     data_dir: PathBuf,
+    /// Side of the augmented crops [the dataset's image size]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(16..=1024), allow_negative_numbers = true)]
     image_size: Option<i64>,
+    /// Pre-train on the first N images only (quick tries, tests) [all]
+    #[arg(long, value_name = "N", value_parser = selfsup::cli::at_least(1usize), allow_negative_numbers = true)]
     subset: Option<usize>,
+    /// Run folder: checkpoint, config.json, history.jsonl [runs/<method>_<dataset>]
+    #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Continue the run in PATH (a run folder or its checkpoint.safetensors); the run in --output
+    /// is continued anyway, --restart starts it over
+    #[arg(long, value_name = "PATH")]
     resume: Option<PathBuf>,
+    /// Ignore an existing checkpoint in the output folder and start over
+    #[arg(long)]
     restart: bool,
-    arch: String,
-    workers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct MocoArgs {
+    /// The backbone (small-image stem at 64 px or less)
+    #[arg(short = 'a', long, value_name = "NAME", value_enum, default_value_t = Arch::Resnet18)]
+    arch: Arch,
+    /// Batches prepared ahead (augmentation runs batched on the device)
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=64), allow_negative_numbers = true)]
+    workers: u64,
+    /// Planned epochs (the schedule spans them)
+    #[arg(long, value_name = "N", default_value_t = 200)]
     epochs: usize,
+    /// Only 0 is accepted (main_moco.py's default): the epoch comes from the checkpoint
+    #[arg(long, value_name = "N")]
     start_epoch: Option<usize>,
+    /// Images per step
+    #[arg(short = 'b', long, value_name = "N", default_value_t = 256)]
     batch_size: usize,
+    /// Base learning rate
+    #[arg(long, visible_alias = "learning-rate", value_name = "F", default_value_t = 0.03)]
     lr: f64,
+    /// SGD / LARS momentum
+    #[arg(long, value_name = "F", default_value_t = 0.9, value_parser = selfsup::cli::below_one, allow_negative_numbers = true)]
     momentum: f64,
+    /// Weight decay
+    #[arg(long = "wd", visible_alias = "weight-decay", value_name = "F", default_value_t = 1e-4)]
     wd: f64,
+    /// MoCo feature dimension
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = selfsup::cli::at_least(1i64), allow_negative_numbers = true)]
     moco_dim: i64,
+    /// MoCo queue size (a multiple of the batch size)
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = selfsup::cli::at_least(1i64), allow_negative_numbers = true)]
     moco_k: i64,
+    /// MoCo momentum of the key encoder
+    #[arg(long, value_name = "F", default_value_t = 0.999, value_parser = selfsup::cli::unit_interval, allow_negative_numbers = true)]
     moco_m: f64,
+    /// Softmax temperature τ; for simclr NT-Xent's τ [moco: MocoConfig::v1's; moco_v2: v2's; simclr: the registry's]
+    #[arg(long, value_name = "F", value_parser = selfsup::cli::positive_number, allow_negative_numbers = true, long_help = format!(
+        "Softmax temperature τ; for simclr NT-Xent's τ [moco, moco_v1: {}; moco_v2: {}; simclr: the registry's recipe for the image size]",
+        MocoConfig::v1().temperature, MocoConfig::v2().temperature
+    ))]
     moco_t: Option<f64>,
+    /// MLP head (MoCo v2)
+    #[arg(long)]
     mlp: bool,
+    /// MoCo v2 augmentation (with blur). --moco-dim/-k/-m, --mlp, --aug-plus apply to moco only
+    /// and --moco-t to moco and simclr: given for another method they are rejected, not ignored
+    #[arg(long)]
     aug_plus: bool,
+    /// Cosine schedule (else x0.1 at 60% and 80% of the epochs: --schedule 120 160)
+    #[arg(long)]
     cos: bool,
-    optimizer: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct MoreArgs {
+    /// The optimizer
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = OptimizerName::Sgd)]
+    optimizer: OptimizerName,
+    /// Stop after N steps in total (run again with a larger N to continue)
+    #[arg(long, value_name = "N")]
     max_steps: Option<usize>,
+    /// Stop (with a checkpoint) after this long
+    #[arg(long, value_name = "SECS", value_parser = selfsup::cli::positive_number, allow_negative_numbers = true)]
     time_budget: Option<f64>,
+    /// Seed of the initial weights, the augmentations and the order of the images
+    #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    precision: String,
+    /// Precision of the forward pass
+    #[arg(long, value_name = "P", value_enum, default_value_t = Precision::Bf16)]
+    precision: Precision,
+    /// Online kNN accuracy every N epochs (needs labelled train/test; 0: off)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     knn_every: usize,
+    /// Checkpoint every N steps (and every 10 minutes, and at the end)
+    #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
-    /// The flags given on the command line (to reject those that mean nothing for the method).
-    given: Vec<String>,
 }
 
-impl Default for Args {
-    /// main_moco.py's defaults, except the architecture (ResNet-18: the kit's data is small).
-    fn default() -> Self {
-        Args {
-            method: "moco_v2".into(),
-            dataset: "synthetic".into(),
-            data_dir: PathBuf::from("assets/data"),
-            image_size: None,
-            subset: None,
-            output: None,
-            resume: None,
-            restart: false,
-            arch: "resnet18".into(),
-            workers: 2,
-            epochs: 200,
-            start_epoch: None,
-            batch_size: 256,
-            lr: 0.03,
-            momentum: 0.9,
-            wd: 1e-4,
-            moco_dim: 128,
-            moco_k: 65536,
-            moco_m: 0.999,
-            moco_t: None,
-            mlp: false,
-            aug_plus: false,
-            cos: false,
-            optimizer: "sgd".into(),
-            max_steps: None,
-            time_budget: None,
-            seed: 0,
-            precision: "bf16".into(),
-            knn_every: 0,
-            checkpoint_every: None,
-            given: vec![],
-        }
-    }
-}
-
-fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T> {
-    selfsup::cli::value(flag, value, "")
-}
-
-/// `Ok(None)` when help was asked for.
-fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>> {
-    let mut a = Args::default();
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        // --flag=value as well as --flag value
-        let (flag, inline) = selfsup::cli::split_flag(&arg);
-        let mut value = || inline.clone().or_else(|| it.next());
-        a.given.push(flag.clone());
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--method" => a.method = parse(&flag, value())?,
-            "--dataset" => a.dataset = parse(&flag, value())?,
-            "--data-dir" => a.data_dir = parse(&flag, value())?,
-            "--image-size" => a.image_size = Some(parse(&flag, value())?),
-            "--subset" => a.subset = Some(parse(&flag, value())?),
-            "--output" => a.output = Some(parse(&flag, value())?),
-            "--resume" => a.resume = Some(parse(&flag, value())?),
-            "--restart" => a.restart = true,
-            "-a" | "--arch" => a.arch = parse(&flag, value())?,
-            "-j" | "--workers" => a.workers = parse(&flag, value())?,
-            "--epochs" => a.epochs = parse(&flag, value())?,
-            "--start-epoch" => a.start_epoch = Some(parse(&flag, value())?),
-            "-b" | "--batch-size" => a.batch_size = parse(&flag, value())?,
-            "--lr" | "--learning-rate" => a.lr = parse(&flag, value())?,
-            "--momentum" => a.momentum = parse(&flag, value())?,
-            "--wd" | "--weight-decay" => a.wd = parse(&flag, value())?,
-            "--moco-dim" => a.moco_dim = parse(&flag, value())?,
-            "--moco-k" => a.moco_k = parse(&flag, value())?,
-            "--moco-m" => a.moco_m = parse(&flag, value())?,
-            "--moco-t" => a.moco_t = Some(parse(&flag, value())?),
-            "--mlp" => a.mlp = true,
-            "--aug-plus" => a.aug_plus = true,
-            "--cos" => a.cos = true,
-            "--optimizer" => a.optimizer = parse(&flag, value())?,
-            "--max-steps" => a.max_steps = Some(parse(&flag, value())?),
-            "--time-budget" => a.time_budget = Some(parse(&flag, value())?),
-            "--seed" => a.seed = parse(&flag, value())?,
-            "--precision" => a.precision = parse(&flag, value())?,
-            "--knn-every" => a.knn_every = parse(&flag, value())?,
-            "--checkpoint-every" => a.checkpoint_every = Some(parse(&flag, value())?),
-            other => return Err(Error::Config(format!("unknown option '{other}' (see --help)"))),
-        }
-    }
-    check_args(&a)?;
-    if a.method == "moco_v2" {
-        a.mlp = true;
-        a.aug_plus = true;
-        a.cos = true;
-    }
-    Ok(Some(a))
-}
-
-/// Rejects values out of range and options that mean nothing for the chosen method, naming the
-/// option and what to do (the ranges TrainConfig checks itself are left to it).
-fn check_args(a: &Args) -> Result<()> {
-    let moco = matches!(a.method.as_str(), "moco" | "moco_v1" | "moco_v2");
-    let given = |f: &[&str]| a.given.iter().find(|g| f.contains(&g.as_str())).cloned();
-    if !moco {
-        for flags in [&["--moco-dim"][..], &["--moco-k"], &["--moco-m"], &["--mlp"], &["--aug-plus"]] {
-            if let Some(f) = given(flags) {
+/// Rejects options that mean nothing for the chosen method, naming the option and what to do
+/// (clap checks the ranges; those TrainConfig checks itself are left to it); `moco_v2` turns
+/// on `--mlp`, `--aug-plus` and `--cos`.
+fn check_args(mut a: Args, matches: &ArgMatches) -> Result<Args> {
+    let method = a.data.method.as_str();
+    if !is_moco(method) {
+        for (id, flag) in [("moco_dim", "--moco-dim"), ("moco_k", "--moco-k"), ("moco_m", "--moco-m"), ("mlp", "--mlp"), ("aug_plus", "--aug-plus")] {
+            if selfsup::cli::given(matches, id) {
                 return Err(Error::Config(format!(
-                    "{f} applies to MoCo only, and --method is {}: remove it (the method's own defaults are used)",
-                    a.method
+                    "{flag} applies to MoCo only, and --method is {method}: remove it (the method's own defaults are used)"
                 )));
             }
         }
-        if a.method != "simclr" && a.moco_t.is_some() {
+        if method != "simclr" && a.moco.moco_t.is_some() {
             return Err(Error::Config(format!(
-                "--moco-t sets the softmax temperature of MoCo and SimCLR; {} has none: remove it",
-                a.method
+                "--moco-t sets the softmax temperature of MoCo and SimCLR; {method} has none: remove it"
             )));
         }
     }
-    if let Some(s) = a.image_size {
-        if !(16..=1024).contains(&s) {
-            return Err(Error::Config(format!("--image-size must be in 16..=1024 pixels, got {s}")));
-        }
-    }
-    if let Some(e) = a.start_epoch.filter(|&e| e != 0) {
+    if let Some(e) = a.moco.start_epoch.filter(|&e| e != 0) {
         return Err(Error::Config(format!(
             "--start-epoch {e}: the epoch to continue from comes from the checkpoint in the output folder; remove \
              the option (run the same command again to continue)"
         )));
     }
-    if a.subset == Some(0) {
-        return Err(Error::Config("--subset must be at least 1 image (or left out for all)".into()));
+    if method == "moco_v2" {
+        a.moco.mlp = true;
+        a.moco.aug_plus = true;
+        a.moco.cos = true;
     }
-    if a.workers > 64 {
-        return Err(Error::Config(format!("--workers must be in 0..=64, got {}", a.workers)));
-    }
-    if let Some(t) = a.moco_t.filter(|t| !(t.is_finite() && *t > 0.0)) {
-        return Err(Error::Config(format!("--moco-t must be a positive temperature, got {t}")));
-    }
-    if !(a.moco_m.is_finite() && (0.0..=1.0).contains(&a.moco_m)) {
-        return Err(Error::Config(format!("--moco-m must be in [0, 1], got {}", a.moco_m)));
-    }
-    if !(a.momentum.is_finite() && (0.0..1.0).contains(&a.momentum)) {
-        return Err(Error::Config(format!("--momentum must be in [0, 1), got {}", a.momentum)));
-    }
-    if a.moco_k <= 0 || a.moco_dim <= 0 {
-        return Err(Error::Config(format!(
-            "--moco-k and --moco-dim must be positive, got {} and {}",
-            a.moco_k, a.moco_dim
-        )));
-    }
-    if a.time_budget.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
-        return Err(Error::Config("--time-budget must be a positive number of seconds".into()));
-    }
-    Ok(())
+    Ok(a)
+}
+
+fn is_moco(method: &str) -> bool {
+    matches!(method, "moco" | "moco_v1" | "moco_v2")
 }
 
 /// The pre-training set (its first `--subset` images) and, when it has them and `--knn-every`
 /// asks for them, labelled train/test sets for the kNN monitor.
-fn load_data(a: &Args) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
-    let (set, knn) = load_sets(a)?;
-    Ok((a.subset.map_or_else(|| set.clone(), |n| set.head(n)), knn))
+fn load_data(a: &DataArgs, knn_every: usize) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+    let subset = a.subset;
+    let (set, knn) = load_sets(a, subset, knn_every > 0)?;
+    Ok((subset.map_or_else(|| set.clone(), |n| set.head(n)), knn))
 }
 
-fn load_sets(a: &Args) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
-    match a.dataset.as_str() {
-        "synthetic" => {
+fn load_sets(a: &DataArgs, subset: Option<usize>, knn: bool) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+    match a.dataset {
+        Dataset::Synthetic => {
             let mut cfg = SyntheticConfig::default();
             if let Some(s) = a.image_size {
                 cfg = cfg.image_size(s as u32);
             }
-            if let Some(n) = a.subset {
+            if let Some(n) = subset {
                 cfg.unlabeled = n; // draw only these
             }
-            let knn = if a.knn_every > 0 {
+            let knn = if knn {
                 Some((synthetic::load(Split::Train, &cfg)?, synthetic::load(Split::Test, &cfg)?))
             } else {
                 None
             };
             Ok((synthetic::load(Split::Unlabeled, &cfg)?, knn))
         }
-        "stl10" => {
+        Dataset::Stl10 => {
             let train = || stl10::load(&a.data_dir, Split::Train);
-            let knn = if a.knn_every > 0 { Some((train()?, stl10::load(&a.data_dir, Split::Test)?)) } else { None };
+            let knn = if knn { Some((train()?, stl10::load(&a.data_dir, Split::Test)?)) } else { None };
             Ok((stl10::load(&a.data_dir, Split::Unlabeled)?, knn))
         }
-        "cifar10" => {
+        Dataset::Cifar10 => {
             let train = cifar::load_cifar10(&a.data_dir, Split::Train)?;
-            let knn = if a.knn_every > 0 {
-                Some((train.clone(), cifar::load_cifar10(&a.data_dir, Split::Test)?))
-            } else {
-                None
-            };
+            let knn = if knn { Some((train.clone(), cifar::load_cifar10(&a.data_dir, Split::Test)?)) } else { None };
             Ok((train, knn))
         }
-        other => Err(Error::Config(format!("unknown --dataset '{other}': use synthetic, stl10 or cifar10"))),
     }
 }
 
-fn backbone(a: &Args, image_size: i64) -> Result<ResNetConfig> {
-    let depth = match a.arch.as_str() {
-        "resnet18" => Depth::R18,
-        "resnet34" => Depth::R34,
-        "resnet50" => Depth::R50,
-        other => return Err(Error::Config(format!("unknown --arch '{other}': use resnet18, resnet34 or resnet50"))),
+fn backbone(arch: Arch, image_size: i64) -> ResNetConfig {
+    let depth = match arch {
+        Arch::Resnet18 => Depth::R18,
+        Arch::Resnet34 => Depth::R34,
+        Arch::Resnet50 => Depth::R50,
     };
-    Ok(ResNetConfig { depth, small_images: registry::small_image_stem(image_size), ..Default::default() })
+    ResNetConfig { depth, small_images: registry::small_image_stem(image_size), ..Default::default() }
 }
 
-fn train_config(a: &Args) -> Result<TrainConfig> {
-    let optimizer = match a.optimizer.as_str() {
-        "sgd" => OptimizerConfig::sgd(a.momentum),
-        "adam" => OptimizerConfig::adam(),
-        "adamw" => OptimizerConfig::adamw(),
-        "lars" => OptimizerConfig::Lars { momentum: a.momentum, trust_coefficient: 0.001 },
-        other => return Err(Error::Config(format!("unknown --optimizer '{other}': use sgd, adam, adamw or lars"))),
+fn train_config(a: &Args) -> TrainConfig {
+    let (m, more) = (&a.moco, &a.more);
+    let optimizer = match more.optimizer {
+        OptimizerName::Sgd => OptimizerConfig::sgd(m.momentum),
+        OptimizerName::Adam => OptimizerConfig::adam(),
+        OptimizerName::Adamw => OptimizerConfig::adamw(),
+        OptimizerName::Lars => OptimizerConfig::Lars { momentum: m.momentum, trust_coefficient: 0.001 },
     };
-    let schedule = if a.cos {
+    let schedule = if m.cos {
         LrSchedule::cosine(0)
     } else {
         // main_moco.py --schedule 120 160 of 200 epochs
-        LrSchedule::step_decay(vec![a.epochs * 3 / 5, a.epochs * 4 / 5], 0.1)
+        LrSchedule::step_decay(vec![m.epochs * 3 / 5, m.epochs * 4 / 5], 0.1)
     };
-    let mixed_precision = match a.precision.as_str() {
-        "off" => Precision::Off,
-        "bf16" => Precision::Bf16,
-        "fp16" => Precision::Fp16,
-        other => return Err(Error::Config(format!("unknown --precision '{other}': use off, bf16 or fp16"))),
-    };
-    Ok(TrainConfig {
-        epochs: a.epochs,
-        max_steps: a.max_steps,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        weight_decay: a.wd,
+    TrainConfig {
+        epochs: m.epochs,
+        max_steps: more.max_steps,
+        batch_size: m.batch_size,
+        lr: m.lr,
+        weight_decay: m.wd,
         optimizer,
         schedule,
-        seed: a.seed,
-        time_budget_secs: a.time_budget,
-        checkpoint_every_steps: a.checkpoint_every,
-        mixed_precision,
-        resume: !a.restart,
-        prefetch: a.workers.min(64),
+        seed: more.seed,
+        time_budget_secs: more.time_budget,
+        checkpoint_every_steps: more.checkpoint_every,
+        mixed_precision: more.precision,
+        resume: !a.data.restart,
+        prefetch: m.workers as usize,
         ..TrainConfig::default()
-    })
+    }
+}
+
+/// `--resume`'s folder (or its checkpoint's), else `--output`, else `runs/<method>_<dataset>`.
+fn output_dir(a: &DataArgs) -> PathBuf {
+    match &a.resume {
+        Some(p) if p.extension().is_some_and(|e| e == "safetensors") => {
+            p.parent().map(PathBuf::from).unwrap_or_default()
+        }
+        Some(p) => p.clone(),
+        None => a.output.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("runs/{}_{}", a.method, selfsup::cli::value_name(&a.dataset)))
+        }),
+    }
+}
+
+/// The method and its two views: MoCo from main_moco.py's flags, the others from the registry.
+fn build_method(a: &Args, bb: ResNetConfig, image_size: i64, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
+    let (method, m) = (a.data.method.as_str(), &a.moco);
+    if is_moco(method) {
+        // main_moco.py's flags decide MoCo's recipe: `moco` is v1 unless --mlp/--aug-plus/--cos.
+        let base = if m.mlp { MocoConfig::v2() } else { MocoConfig::v1() };
+        let head = if m.mlp { HeadConfig::moco_v2() } else { HeadConfig::moco_v1() };
+        let t = m.moco_t.unwrap_or(if method == "moco_v2" { MocoConfig::v2() } else { MocoConfig::v1() }.temperature);
+        let cfg = base
+            .backbone(bb.clone())
+            .head(head.for_features(bb.feature_dim()).out_dim(m.moco_dim))
+            .queue_size(m.moco_k)
+            .momentum(m.moco_m)
+            .temperature(t);
+        let aug = if m.aug_plus { presets::moco_v2(image_size) } else { presets::moco_v1(image_size) };
+        return Ok((Box::new(Moco::new(cfg, device)?), aug.into()));
+    }
+    // The other methods: the registry's recipe for this image size (methods::registry).
+    let spec = MethodSpec { kind: method.parse::<MethodKind>()?, backbone: bb, image_size };
+    let config = match (spec.config(), m.moco_t) {
+        (MethodConfig::SimClr(c), Some(t)) => MethodConfig::SimClr(c.temperature(t)),
+        (config, _) => config,
+    };
+    Ok((config.build(device)?, spec.views()))
 }
 
 fn run(a: Args) -> Result<()> {
     selfsup::cli::install_stop_handlers();
     let device = selfsup::pick_device();
-    let (set, knn_sets) = load_data(&a)?;
-    let image_size = a.image_size.unwrap_or(set.image_size().0);
-    let output = match &a.resume {
-        Some(p) if p.extension().is_some_and(|e| e == "safetensors") => {
-            p.parent().map(PathBuf::from).unwrap_or_default()
-        }
-        Some(p) => p.clone(),
-        None => a.output.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}_{}", a.method, a.dataset))),
-    };
-    let cfg = train_config(&a)?;
-    let bb = backbone(&a, image_size)?;
-    let knn_cfg = KnnConfig { every_epochs: a.knn_every.max(1), ..KnnConfig::default() };
-    let knn = match (&knn_sets, a.knn_every) {
-        (Some((train, test)), n) if n > 0 => Some(KnnMonitor { train, test, config: &knn_cfg }),
+    let knn_every = a.more.knn_every;
+    let (set, knn_sets) = load_data(&a.data, knn_every)?;
+    let image_size = a.data.image_size.unwrap_or(set.image_size().0);
+    let output = output_dir(&a.data);
+    let cfg = train_config(&a);
+    let knn_cfg = KnnConfig { every_epochs: knn_every.max(1), ..KnnConfig::default() };
+    let knn = match &knn_sets {
+        Some((train, test)) if knn_every > 0 => Some(KnnMonitor { train, test, config: &knn_cfg }),
         _ => None,
     };
     // --seed decides the initial weights too, so the same command gives the same run.
-    selfsup::seed_everything(a.seed);
-    let (mut method, augment): (Box<dyn SslMethod>, TwoViews) = match a.method.as_str() {
-        // main_moco.py's flags decide MoCo's recipe: `moco` is v1 unless --mlp/--aug-plus/--cos.
-        "moco" | "moco_v1" | "moco_v2" => {
-            let base = if a.mlp { MocoConfig::v2() } else { MocoConfig::v1() };
-            let head = if a.mlp { HeadConfig::moco_v2() } else { HeadConfig::moco_v1() };
-            let t = a.moco_t.unwrap_or(if a.method == "moco_v2" { 0.2 } else { 0.07 });
-            let cfg = base
-                .backbone(bb.clone())
-                .head(head.for_features(bb.feature_dim()).out_dim(a.moco_dim))
-                .queue_size(a.moco_k)
-                .momentum(a.moco_m)
-                .temperature(t);
-            let aug = if a.aug_plus { presets::moco_v2(image_size) } else { presets::moco_v1(image_size) };
-            (Box::new(Moco::new(cfg, device)?), aug.into())
-        }
-        // The other methods: the registry's recipe for this image size (methods::registry).
-        name => {
-            let spec = MethodSpec { kind: name.parse::<MethodKind>()?, backbone: bb, image_size };
-            let config = match (spec.config(), a.moco_t) {
-                (MethodConfig::SimClr(c), Some(t)) => MethodConfig::SimClr(c.temperature(t)),
-                (config, _) => config,
-            };
-            (config.build(device)?, spec.views())
-        }
-    };
+    selfsup::seed_everything(a.more.seed);
+    let (mut method, augment) = build_method(&a, backbone(a.moco.arch, image_size), image_size, device)?;
     println!(
         "selfsup-train: {} on {} ({} images, crops {image_size}px) on {}; run folder {}",
         method.name(),
@@ -416,5 +381,21 @@ fn run(a: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    selfsup::cli::main(HELP, parse_args, run)
+    selfsup::cli::main(check_args, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_keeps_main_moco_flags() {
+        Args::command().debug_assert();
+        let a = Args::try_parse_from(["selfsup-train", "-a", "resnet50", "-j", "0", "-b", "64", "--wd=0.001"]).unwrap();
+        assert_eq!((a.moco.arch, a.moco.workers, a.moco.batch_size, a.moco.wd), (Arch::Resnet50, 0, 64, 0.001));
+        let a = Args::try_parse_from(["selfsup-train", "--learning-rate", "0.1", "--weight-decay", "0", "--lr", "0.2"]).unwrap();
+        assert_eq!((a.moco.lr, a.moco.wd), (0.2, 0.0), "aliases, and the last of a repeated flag wins");
+        assert_eq!(output_dir(&Args::try_parse_from(["selfsup-train", "--dataset", "stl10"]).unwrap().data), PathBuf::from("runs/moco_v2_stl10"));
+    }
 }
