@@ -17,6 +17,7 @@ pub use crate::models::{HeadConfig, Mlp};
 pub use crate::momentum;
 pub use crate::viz::{GradCamConfig, LinePlotConfig, Series, TsneConfig};
 pub use crate::train::{self, History, LrSchedule, Precision, TrainConfig};
+pub use crate::experiments::{self, Verdicts};
 pub use crate::eval::{
     self, Backbone, Classifier, Embeddings, FeatureConfig, FineTuneConfig, FlatnessConfig, FractionsConfig, LinearProbeConfig,
     LogisticConfig, OodConfig,
