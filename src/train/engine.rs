@@ -16,13 +16,14 @@ use super::amp::{self, LossScaler};
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
 use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
-use super::knn::knn_accuracy;
+use super::knn::backbone_knn_accuracy;
 use super::optim::Optimizer;
 use super::progress::{duration, Line, Progress};
 use super::{KnnMonitor, TrainConfig};
 use crate::augment::{self, Augment, AugmentRng, MultiView};
 use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
 use crate::error::{config_err, Error, Result};
+use crate::files::RunLock;
 use crate::methods::{scalar_f64, SslMethod, StepMetrics, StepOutput};
 use super::identity::{self, RunIdentity, IDENTITY_FILE};
 use serde_json::Value;
@@ -119,7 +120,7 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
                 let norm = self.augment.pipeline(0).output_normalization();
                 let device = self.method.online().device();
                 record.knn_accuracy =
-                    Some(knn_accuracy(self.method.backbone(), knn.train, knn.test, norm.as_ref(), knn.config, device)?);
+                    Some(backbone_knn_accuracy(self.method.backbone(), knn.train, knn.test, norm.as_ref(), knn.config, device)?);
             }
         }
         Ok(())
@@ -334,6 +335,18 @@ fn identity_mismatch(out_dir: &Path, finished: bool, field: &str, was: &str, now
     )
 }
 
+/// Takes `out_dir`'s [`RunLock`]; when another process holds it, the error also says how to
+/// watch that run (the lock itself knows nothing of runs).
+fn lock_run_folder(out_dir: &Path) -> Result<RunLock> {
+    RunLock::acquire(out_dir).map_err(|e| match e {
+        Error::Locked(msg) => Error::Locked(format!(
+            "{msg} To watch a running run, read its history with History::load_jsonl(\"{}\")",
+            out_dir.join(HISTORY_FILE).display()
+        )),
+        other => other,
+    })
+}
+
 /// The error for weights that are no longer finite when a checkpoint is due.
 fn non_finite_weights(
     name: &str,
@@ -385,7 +398,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
 
     // One trainer per folder (a second one would overwrite this one's checkpoints); the
     // temporary files of a killed trainer's interrupted writes go.
-    let _lock = crate::files::RunLock::acquire(out_dir)?;
+    let _lock = lock_run_folder(out_dir)?;
     for stale in crate::files::sweep_temp_files(out_dir)? {
         progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
     }
