@@ -31,22 +31,45 @@ pub fn pick_device() -> Device {
 
 /// Like [`pick_device`], without printing.
 pub fn choose_device() -> (Device, String) {
-    match std::env::var("SELFSUP_DEVICE").ok().as_deref().map(str::trim) {
-        Some("cpu") => return (Device::Cpu, "SELFSUP_DEVICE=cpu".into()),
-        Some(s) if s.starts_with("cuda") => {
-            let index = s.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()).unwrap_or(0);
-            if cuda_device_count() > index {
-                return (Device::Cuda(index), format!("SELFSUP_DEVICE={s}"));
+    if let Some(s) = std::env::var("SELFSUP_DEVICE").ok().as_deref().map(str::trim) {
+        if let Some(device) = device_named(s) {
+            if is_usable(device) {
+                return (device, format!("SELFSUP_DEVICE={s}"));
             }
             return (Device::Cpu, format!("SELFSUP_DEVICE={s} but no such CUDA device; falling back to the CPU"));
         }
-        _ => {}
     }
     let n = cuda_device_count();
     if n > 0 {
         (Device::Cuda(0), format!("{n} CUDA device(s) found"))
     } else {
         (Device::Cpu, "no CUDA device found".into())
+    }
+}
+
+/// The device a name asks for: `cpu`, `cuda` (device 0) or `cuda:N`; `None` for any other word
+/// ("auto": let [`choose_device`] decide). Whether this machine has it is [`is_usable`].
+///
+/// ```
+/// use selfsup::device::device_named;
+/// use selfsup::tch::Device;
+/// assert_eq!(device_named("cuda:1"), Some(Device::Cuda(1)));
+/// assert_eq!(device_named("auto"), None);
+/// ```
+pub fn device_named(name: &str) -> Option<Device> {
+    match name {
+        "cpu" => Some(Device::Cpu),
+        s if s.starts_with("cuda") => Some(Device::Cuda(s.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0))),
+        _ => None,
+    }
+}
+
+/// Whether tensors can live on `device` here: always for the CPU, for CUDA device i when
+/// libtorch sees more than i devices.
+pub fn is_usable(device: Device) -> bool {
+    match device {
+        Device::Cuda(i) => cuda_device_count() > i,
+        _ => true,
     }
 }
 
@@ -86,6 +109,19 @@ pub fn seed_everything(seed: u64) {
         tch::Cuda::manual_seed_all(seed);
     }
 }
+
+/// SplitMix64's output function (Steele, Lea, Flood 2014, "Fast splittable pseudorandom number
+/// generators"; Vigna's `splitmix64.c`): a bijection of `u64` that spreads every input bit over
+/// the whole output. Every seed the kit derives — the batch order of an epoch, a synthetic image,
+/// a training step's draws — is its input mixed one way and then passed through this.
+pub(crate) fn splitmix64(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// SplitMix64's increment γ = 2⁶⁴/φ (odd), added to the state before [`splitmix64`] mixes it.
+pub(crate) const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Loads `libtorch_cuda.so` into the process (once) when an NVIDIA driver is present.
 /// Returns whether CUDA support is loaded. Cheap when there is no driver.
@@ -327,5 +363,12 @@ mod tests {
         assert_eq!(off, CpuBf16::TurnedOff("SELFSUP_CPU_BF16"), "off wins over native support");
         assert!(!off.enabled() && off.reason().unwrap().contains("SELFSUP_CPU_BF16"));
         assert!(CpuBf16::Forced.enabled() && CpuBf16::Forced.reason().is_none());
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference() {
+        // splitmix64.c's first outputs from state 0: next() adds γ, then mixes.
+        assert_eq!(splitmix64(GOLDEN_GAMMA), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(splitmix64(GOLDEN_GAMMA.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
     }
 }

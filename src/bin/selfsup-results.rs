@@ -497,21 +497,16 @@ fn probe(
     })
 }
 
-fn pick_device(choice: &str) -> Result<(Device, String)> {
-    match choice {
-        "cpu" => Ok((Device::Cpu, "--device cpu".into())),
-        "cuda" => {
-            if selfsup::device::cuda_device_count() > 0 {
-                Ok((Device::Cuda(0), "--device cuda".into()))
-            } else {
-                Err(Error::Config(
-                    "--device cuda: libtorch sees no usable CUDA device here. Check nvidia-smi, and that \
-                     LD_LIBRARY_PATH points at the GPU machine's torch/lib (docs/gpu.md); or use --device cpu / auto"
-                        .into(),
-                ))
-            }
-        }
-        _ => Ok(selfsup::device::choose_device()),
+/// `--device`: the named device, which must be usable here (no silent fall-back to the CPU), or
+/// for `auto` what [`selfsup::device::choose_device`] picks.
+fn device_from_flag(choice: &str) -> Result<(Device, String)> {
+    match selfsup::device::device_named(choice) {
+        None => Ok(selfsup::device::choose_device()),
+        Some(device) if selfsup::device::is_usable(device) => Ok((device, format!("--device {choice}"))),
+        Some(_) => Err(Error::Config(format!(
+            "--device {choice}: libtorch sees no usable CUDA device here. Check nvidia-smi, and that \
+             LD_LIBRARY_PATH points at the GPU machine's torch/lib (docs/gpu.md); or use --device cpu / auto"
+        ))),
     }
 }
 
@@ -730,7 +725,7 @@ fn markdown(r: &Report) -> String {
 fn run(a: Args) -> Result<()> {
     selfsup::cli::install_stop_handlers(); // Ctrl-C: finish the step, checkpoint, say how to go on
     let t0 = Instant::now();
-    let (device, why) = pick_device(&a.device)?;
+    let (device, why) = device_from_flag(&a.device)?;
     let device_text = format!("{} ({why})", selfsup::device::describe(device));
     println!("selfsup-results: using {device_text}");
     selfsup::seed_everything(a.seed);

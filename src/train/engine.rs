@@ -22,6 +22,7 @@ use super::progress::{duration, Line, Progress};
 use super::{KnnMonitor, TrainConfig};
 use crate::augment::{self, Augment, AugmentRng, MultiView};
 use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
+use crate::device::{splitmix64, GOLDEN_GAMMA};
 use crate::error::{config_err, Error, Result};
 use crate::files::RunLock;
 use crate::methods::{scalar_f64, SslMethod, StepMetrics, StepOutput};
@@ -275,11 +276,8 @@ pub fn backward_and_step(
 
 /// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
 fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
-    let mut z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    splitmix64(z.wrapping_add(GOLDEN_GAMMA))
 }
 const SALT_AUGMENT: u64 = 0xA4;
 const SALT_TORCH: u64 = 0x7C;
