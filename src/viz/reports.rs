@@ -15,6 +15,27 @@ use crate::eval::fractions::percent;
 use crate::eval::{ClassMapping, Comparison, FractionsReport, LossCurve, OodReport, ProbeReport};
 use std::path::Path;
 
+/// `evcxr_display` (the table, inline) and `Display` (the table as aligned text) of report types
+/// that have a `table()`.
+macro_rules! shown_as_table {
+    ($($report:ty),*) => {$(
+        impl $report {
+            /// evcxr display hook: the table.
+            pub fn evcxr_display(&self) {
+                self.table().evcxr_display()
+            }
+        }
+
+        impl std::fmt::Display for $report {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.table())
+            }
+        }
+    )*};
+}
+
+shown_as_table!(Comparison, FractionsReport, OodReport, ProbeReport);
+
 impl Comparison {
     /// The comparison as a table: a "model" column, then one column per metric; a metric a
     /// model lacks shows as "–".
@@ -55,17 +76,6 @@ impl Comparison {
     /// The evcxr payload: `text/html`.
     pub fn payload(&self) -> Payload {
         self.table().payload()
-    }
-
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for Comparison {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
     }
 }
 
@@ -111,16 +121,6 @@ impl FractionsReport {
             })
             .collect()
     }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for FractionsReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
-    }
 }
 
 impl OodReport {
@@ -147,16 +147,6 @@ impl OodReport {
             .ok_or_else(|| config_err!("OodReport: model index {index} out of range (0..{})", self.results.len()))?;
         let cfg = ConfusionConfig { title: format!("{} out of distribution", r.name), ..Default::default() };
         confusion_matrix(&r.confusion, &self.class_names, &cfg)
-    }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for OodReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
     }
 }
 
@@ -194,16 +184,6 @@ impl ProbeReport {
                 self.model.iterations,
                 if self.model.converged { "" } else { " (not converged: raise max_iter)" }
             ))
-    }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for ProbeReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
     }
 }
 
