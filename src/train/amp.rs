@@ -9,7 +9,7 @@
 //! their getters) are C++ functions of the already loaded `libtorch_cpu.so`; they are looked up
 //! by their mangled names at run time ([`torch_symbol`]). A mangled name encodes the whole
 //! signature, so a libtorch whose function takes other arguments has no such symbol, and the
-//! lookup returns an [`Error`] that says so instead of calling through a wrong signature. The
+//! lookup returns an [`Error`](crate::Error) that says so instead of calling through a wrong signature. The
 //! names were checked with `nm -DC libtorch_cpu.so` against PyTorch 2.11.0, and the CPU path
 //! also checks at run time that the loaded libtorch is the version this crate was built against
 //! ([`cpu_autocast_available`]).
@@ -20,7 +20,7 @@
 //! with a printed reason otherwise: without them libtorch emulates bf16, which is slower than
 //! f32. `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) runs the autocast anyway (for tests
 //! of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does. The detection lives in
-//! [`crate::device`] (the device line reports it) and is re-exported here.
+//! [`crate::device`](mod@crate::device) (the device line reports it) and is re-exported here.
 pub use crate::device::{cpu_bf16, native_bf16_feature, set_cpu_bf16_mode, CpuBf16, CpuBf16Mode, CPU_BF16_ENV};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};

@@ -139,7 +139,7 @@ impl OodReport {
     /// The confusion matrix of model `index`, drawn.
     ///
     /// # Errors
-    /// [`Error::Config`] for an index out of range; drawing errors.
+    /// [`Error::Config`](crate::Error::Config) for an index out of range; drawing errors.
     pub fn confusion_figure(&self, index: usize) -> Result<Figure> {
         let r = self
             .results
