@@ -17,7 +17,7 @@ use clap::Parser;
 use selfsup::methods::registry::MethodKind;
 use selfsup::prelude::*;
 use selfsup::train::amp::{self, CpuBf16Mode};
-use selfsup::train::{knn_accuracy, KnnConfig};
+use selfsup::train::{backbone_knn_accuracy, KnnConfig};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -99,7 +99,7 @@ fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3
     let _ = std::fs::remove_dir_all(&out);
     let losses: Vec<f64> = history.losses().iter().map(|p| p.1).collect();
     let norm = aug.output_normalization();
-    let knn = knn_accuracy(m.backbone(), train_set, test_set, norm.as_ref(), &KnnConfig::default(), Device::Cpu)?;
+    let knn = backbone_knn_accuracy(m.backbone(), train_set, test_set, norm.as_ref(), &KnnConfig::default(), Device::Cpu)?;
     Ok(Run {
         first: losses.first().copied().unwrap_or(f64::NAN),
         last: losses.last().copied().unwrap_or(f64::NAN),

@@ -155,7 +155,8 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock on `dir` (created if missing) without waiting.
+    /// Takes the lock on `dir` (created if missing) without waiting. The trainer adds to the
+    /// error how to watch the run that holds it (files know nothing of runs).
     ///
     /// # Errors
     /// [`Error::Locked`] naming the PID of the process that holds it; [`Error::Io`] when the
@@ -178,10 +179,8 @@ impl RunLock {
                     return Err(Error::Locked(format!(
                         "{} is in use by {who} (a selfsup-train or another notebook training into it); two trainers \
                          in one folder would overwrite each other's checkpoints. Wait for it to finish (or stop it: \
-                         kill {holder}), or use another out_dir. To watch a running run, read its history with \
-                         History::load_jsonl(\"{}\")",
-                        dir.display(),
-                        dir.join(crate::train::checkpoint::HISTORY_FILE).display()
+                         kill {holder}), or use another out_dir.",
+                        dir.display()
                     )));
                 }
                 return Err(err.into());

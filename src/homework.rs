@@ -20,6 +20,7 @@
 use crate::error::{Error, Result};
 use crate::losses::{self, NtXentConfig};
 use crate::methods::{Byol, ByolConfig, SimClr, SimClrConfig, SslMethod};
+use crate::models::weights::{listed, load_by_name, store_vars, Mismatch};
 use crate::momentum;
 use std::collections::BTreeMap;
 use tch::{nn, Device, Kind, Tensor};
@@ -191,33 +192,19 @@ fn vars_of(vs: &nn::VarStore) -> BTreeMap<String, Tensor> {
 
 /// Checks that `mine` holds exactly the variables of `kit` (names and shapes) and copies them in.
 fn copy_weights(what: &str, mine: &BTreeMap<String, Tensor>, kit: &nn::VarStore, layout: &str) -> Result<()> {
-    let want = vars_of(kit);
-    let missing: Vec<&String> = want.keys().filter(|k| !mine.contains_key(*k)).collect();
-    let unexpected: Vec<&String> = mine.keys().filter(|k| !want.contains_key(*k)).collect();
-    if !missing.is_empty() || !unexpected.is_empty() {
-        let list = |v: &[&String]| {
-            let shown = v.iter().take(4).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-            format!("{} ({shown}{})", v.len(), if v.len() > 4 { ", …" } else { "" })
-        };
-        return Err(fail(
+    let mine: Vec<(String, Tensor)> = mine.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    let want = store_vars(kit);
+    match Mismatch::find(&want, &mine) {
+        Some(Mismatch::Names { missing, unexpected }) => Err(fail(
             what,
-            format!(
-                "the variables differ from the kit's: missing {}, unexpected {}. {layout}",
-                list(&missing),
-                list(&unexpected)
-            ),
-        ));
+            format!("the variables differ from the kit's: missing {}, unexpected {}. {layout}", listed(&missing), listed(&unexpected)),
+        )),
+        Some(Mismatch::Shape { name, expected, got }) => Err(fail(
+            what,
+            format!("variable '{name}' has shape {got:?}, the kit's {expected:?}: build it from the config"),
+        )),
+        None => load_by_name("the variables", "", &want, &mine),
     }
-    for (name, t) in &want {
-        if mine[name].size() != t.size() {
-            return Err(fail(
-                what,
-                format!("variable '{name}' has shape {:?}, the kit's {:?}: build it from the config", mine[name].size(), t.size()),
-            ));
-        }
-    }
-    let named: Vec<(String, Tensor)> = mine.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    crate::train::checkpoint::load_vars(kit, &named)
 }
 
 /// The fixed pair of views of the method checks: `[4, 3, 32, 32]` each, on `device`.
@@ -524,7 +511,8 @@ fn nudge_online<M: SslMethod + ?Sized>(mine: &M, kit: &nn::VarStore, salt: f64) 
         }
         Ok(())
     })?;
-    crate::train::checkpoint::load_vars(kit, &vars_of(mine.online()).into_iter().collect::<Vec<_>>())
+    let mine: Vec<(String, Tensor)> = vars_of(mine.online()).into_iter().collect();
+    load_by_name("the variables of the kit's copy", "", &store_vars(kit), &mine)
 }
 
 /// Checks one step of a student's BYOL against the kit's [`Byol`] with the same weights, on

@@ -56,6 +56,7 @@ pub mod error;
 pub mod homework;
 pub mod methods;
 mod files;
+mod progress;
 pub mod models;
 pub mod prelude;
 pub mod viz;

@@ -519,7 +519,9 @@ fn n_views_and_show_views() -> Result {
     assert_eq!(views.len(), 3);
     assert!(views.iter().all(|v| v.size() == [3, 3, 16, 16]));
     assert!(presets::simclr(16).views(&images, 0, &mut augment::rng(0)).is_err());
-    let fig = augment::show_views(&images, &presets::moco_v2(16), 2, 0)?;
+    let grid = augment::show_views(&images, &presets::moco_v2(16), 2, 0)?;
+    assert_eq!((grid.tiles.size(), grid.captions.len()), (vec![6, 3, 16, 16], 6));
+    let fig = grid.figure()?;
     assert!(fig.width() > 0 && fig.height() > 0);
     // The kit's own shapes, as a notebook shows them (saved for a look: target/augment_views.png).
     let set = selfsup::data::synthetic::load(

@@ -506,7 +506,8 @@ fn compare_renders_models_by_metrics() -> Result<()> {
     let text = t.to_string();
     assert!(text.contains("84.00%") && text.contains("76.00%") && text.contains("12.5000") && text.contains('–'));
     assert!(t.to_html().contains("<table"));
-    assert_eq!(t.header, vec!["model", "CIFAR-10", "λ_max"]);
+    assert_eq!(t.columns, vec!["CIFAR-10", "λ_max"]);
+    assert_eq!(t.table().header, vec!["model", "CIFAR-10", "λ_max"]);
     assert!(eval::compare(&[], "").is_err());
     Ok(())
 }

@@ -16,7 +16,8 @@
 //!   [`MultiView`] gives `two_views` / `views` for both.
 //! - [`presets`]: SimCLR, MoCo v1, MoCo v2 (S0.3), BYOL, Barlow Twins, and the Barlow Twins
 //!   seminar's own list (S3.4), every number cited.
-//! - [`show_views`]: each image beside its two views, inline in a notebook (S3.4).
+//! - [`show_views`]: each image beside its two views, inline in a notebook (S3.4): a
+//!   [`ViewGrid`], which `viz` renders (its `evcxr_display`, `figure` and `save` live there).
 //!
 //! Notebooks: the MoCo v2 pre-training seminar (S0.3), the Barlow Twins seminar (S3.4), the MoCo
 //! code reading (S4.3, `TwoCropsTransform` and MoCo v1's list).
@@ -38,7 +39,6 @@ pub use ops::{ColorJitter, CropBox, GaussianBlur, RandomResizedCrop};
 pub use pipeline::{Augment, MultiView, Op, OpKind, Step, TwoViews};
 
 use crate::error::{config_err, Error, Result};
-use crate::viz::{self, Figure, GridConfig};
 use rand::SeedableRng;
 use tch::{Kind, Tensor};
 
@@ -52,8 +52,9 @@ pub fn rng(seed: u64) -> AugmentRng {
     AugmentRng::seed_from_u64(seed)
 }
 
-/// A picture of what the augmentation does: the first `n` images, each row `original | view 1
-/// | view 2`, the views drawn with generator seed `seed` and shown un-normalised.
+/// What the augmentation does to the first `n` images: each row `original | view 1 | view 2`, the
+/// views drawn with generator seed `seed` and un-normalised. The [`ViewGrid`] renders inline as
+/// the last expression of a cell (`viz` draws it: `.figure()`, `.save(path)`).
 ///
 /// # Shapes
 /// `images` `[N, 3, H, W]`, u8 or floats in `[0, 1]`; `n ≤ N`.
@@ -68,7 +69,7 @@ pub fn rng(seed: u64) -> AugmentRng {
 /// augment::show_views(&set.images, &augment::presets::byol(32), 6, 0)?.save("views.png")?;
 /// # Ok::<(), selfsup::Error>(())
 /// ```
-pub fn show_views<A: MultiView + ?Sized>(images: &Tensor, augment: &A, n: usize, seed: u64) -> Result<Figure> {
+pub fn show_views<A: MultiView + ?Sized>(images: &Tensor, augment: &A, n: usize, seed: u64) -> Result<ViewGrid> {
     let size = images.size();
     if size.len() != 4 || size[1] != 3 || size[0] < 1 {
         return Err(Error::shape("show_views images", "[N, 3, H, W] with N >= 1", &size));
@@ -101,9 +102,20 @@ pub fn show_views<A: MultiView + ?Sized>(images: &Tensor, augment: &A, n: usize,
     let tiles = tiles.clamp(0.0, 1.0).to_device(tch::Device::Cpu);
     let captions: Vec<String> =
         (0..n).flat_map(|i| [format!("image {i}"), "view 1".to_string(), "view 2".to_string()]).collect();
-    viz::image_grid(
-        &tiles,
-        &captions,
-        &GridConfig { columns: 3, title: Some("original | view 1 | view 2".into()), ..Default::default() },
-    )
+    Ok(ViewGrid { tiles, captions, columns: 3, title: "original | view 1 | view 2".into() })
+}
+
+/// Images and their views as tiles, row by row, with a caption each: what [`show_views`]
+/// returns. `viz` renders it (`evcxr_display`, `figure`, `save`), so this layer holds only the
+/// pixels.
+#[derive(Debug)]
+pub struct ViewGrid {
+    /// `[T, 3, S, S]` f32 in `[0, 1]` on the CPU, row-major (`columns` tiles a row).
+    pub tiles: Tensor,
+    /// One caption per tile.
+    pub captions: Vec<String>,
+    /// Tiles per row.
+    pub columns: usize,
+    /// The grid's title.
+    pub title: String,
 }

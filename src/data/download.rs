@@ -20,6 +20,7 @@
 //! fetch by hand and where to extract it.
 use super::fsutil::thousands;
 use crate::error::{Error, Result};
+use crate::progress::StatusLine;
 use md5::{Digest, Md5};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -447,6 +448,7 @@ struct Progress {
     began: Instant,
     last: Instant,
     on: bool,
+    line: StatusLine,
 }
 
 impl Progress {
@@ -456,7 +458,7 @@ impl Progress {
         if on && start > 0 {
             println!("{name}: resuming at {}", human(start));
         }
-        Progress { name, start, done: start, total, began: now, last: now, on }
+        Progress { name, start, done: start, total, began: now, last: now, on, line: StatusLine::default() }
     }
 
     fn add(&mut self, n: u64) {
@@ -468,20 +470,24 @@ impl Progress {
     }
 
     fn print(&mut self) {
+        let text = self.text();
+        self.line.redraw(&text);
+    }
+
+    fn text(&self) -> String {
         let secs = self.began.elapsed().as_secs_f64().max(1e-3);
         let rate = (self.done - self.start) as f64 / secs;
         let of = match self.total {
             Some(t) if t > 0 => format!(" of {} ({:.0}%)", human(t), 100.0 * self.done as f64 / t as f64),
             _ => String::new(),
         };
-        print!("\r{}: {}{of}, {}/s    ", self.name, human(self.done), human(rate as u64));
-        let _ = std::io::stdout().flush();
+        format!("{}: {}{of}, {}/s", self.name, human(self.done), human(rate as u64))
     }
 
     fn finish(&mut self) {
         if self.on {
-            self.print();
-            println!();
+            let text = self.text();
+            self.line.finish(&text);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Small helpers shared by the dataset readers: reading files with messages that name the file
 //! and say how to fix the problem, text lists, and seed mixing.
+use crate::device::{splitmix64, GOLDEN_GAMMA};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -41,11 +42,8 @@ pub(crate) fn path_str(path: &Path) -> Result<&str> {
 /// Mixes two numbers into one well-spread seed (SplitMix64), so that seed `s` for epoch 1 and
 /// seed `s + 1` for epoch 0 do not give related streams.
 pub(crate) fn mix_seed(seed: u64, salt: u64) -> u64 {
-    let mut z = seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let z = seed ^ salt.wrapping_mul(GOLDEN_GAMMA).rotate_left(17);
+    splitmix64(z.wrapping_add(GOLDEN_GAMMA))
 }
 
 /// Thousands separators for byte counts in messages: 2764800000 → "2,764,800,000".

@@ -30,7 +30,6 @@ pub use stl10::Stl10Split;
 pub use subset::{label_fraction, label_fraction_indices, train_val_split};
 
 use crate::error::{Error, Result};
-use crate::viz::{self, Figure};
 use tch::{Device, Kind, Tensor};
 
 /// Which part of a dataset, named as STL-10 names them.
@@ -227,27 +226,7 @@ impl ImageSet {
             .collect()
     }
 
-    /// A grid of the first `n` images with their class names, shown inline.
-    pub fn show(&self, n: usize) -> Result<Figure> {
-        let n = n.min(self.len()).max(1).min(self.len());
-        if n == 0 {
-            return Err(Error::Data(format!("'{}' has no image to show", self.name)));
-        }
-        let indices: Vec<i64> = (0..n as i64).collect();
-        let captions = if self.labels.is_some() { self.names_of(&indices) } else { Vec::new() };
-        let columns = (n as f64).sqrt().ceil().max(1.0) as usize;
-        let columns = columns.max(n.min(8));
-        viz::image_grid(&self.images.narrow(0, 0, n as i64), &captions, &viz::GridConfig { columns, ..Default::default() })
-    }
-
-    /// evcxr display hook: a one-line summary and a grid of the first 16 images.
-    pub fn evcxr_display(&self) {
-        println!("{self}");
-        match self.show(16) {
-            Ok(fig) => fig.evcxr_display(),
-            Err(e) => println!("(no preview: {e})"),
-        }
-    }
+    // `show(n)` (a grid of the first images) and `evcxr_display` are in `viz`, which renders.
 }
 
 impl std::fmt::Display for ImageSet {

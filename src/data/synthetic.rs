@@ -19,6 +19,7 @@
 //! # Ok::<(), selfsup::Error>(())
 //! ```
 use super::{ImageSet, Split};
+use crate::device::{splitmix64, GOLDEN_GAMMA};
 use crate::error::{config_err, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,10 +131,7 @@ fn image_seed(seed: u64, split: Split, index: u64) -> u64 {
         Split::Test => 0x7465_7374_0000_0000,
         Split::Unlabeled => 0x756e_6c61_6265_6c00,
     };
-    let mut z = seed ^ salt ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    splitmix64(seed ^ salt ^ index.wrapping_mul(GOLDEN_GAMMA))
 }
 
 /// The random choices behind one image, drawn in a fixed order from the image's own generator,

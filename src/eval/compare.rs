@@ -1,10 +1,10 @@
 //! One table of named models × metrics (S0.11, S2.T6): the seminar's "MoCo probe 84 % /
 //! from scratch 76 % / ImageNet" comparison and the homework's five-model OOD table, rendered
-//! inline as HTML (the last expression of a cell) and as aligned text with `{}`.
+//! inline as HTML (the last expression of a cell) and as aligned text with `{}` — `viz` draws the
+//! [`Comparison`] this module builds.
 use super::backbone::Classifier;
 use crate::data::ImageSet;
 use crate::error::{config_err, Error, Result};
-use crate::viz::Table;
 use serde::{Deserialize, Serialize};
 
 /// One number of one model.
@@ -27,7 +27,8 @@ impl Metric {
     pub fn accuracy(name: impl Into<String>, value: f64) -> Metric {
         Metric { name: name.into(), value, percent: true }
     }
-    fn cell(&self) -> String {
+    /// The value as a table cell: "84.12%", "12.5000", "3.000e-5".
+    pub fn cell(&self) -> String {
         if !self.value.is_finite() {
             return format!("{}", self.value);
         }
@@ -70,6 +71,20 @@ impl ModelMetrics {
     }
 }
 
+/// [`compare`]'s result: the models in the order given and the metric columns (every model's
+/// metric names, in first-seen order). It renders inline as an HTML table (the last expression
+/// of a cell) and as aligned text with `{}`; the drawing (`table()`, `to_html()`, `save`,
+/// `evcxr_display`) is in `viz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The rows, checked: every model named, no metric twice in one model.
+    pub models: Vec<ModelMetrics>,
+    /// The metric columns, in first-seen order.
+    pub columns: Vec<String>,
+    /// Shown above the table (empty: none).
+    pub caption: String,
+}
+
 /// The table of `models` × metrics: one row per model, one column per metric name (first-seen
 /// order); a metric a model lacks shows as "–".
 ///
@@ -85,7 +100,7 @@ impl ModelMetrics {
 ///
 /// # Errors
 /// [`Error::Config`] for no model, an empty name, or a metric given twice for one model.
-pub fn compare(models: &[ModelMetrics], caption: &str) -> Result<Table> {
+pub fn compare(models: &[ModelMetrics], caption: &str) -> Result<Comparison> {
     if models.is_empty() {
         return Err(config_err!("compare: give at least one model"));
     }
@@ -103,20 +118,7 @@ pub fn compare(models: &[ModelMetrics], caption: &str) -> Result<Table> {
             }
         }
     }
-    let rows =
-        models
-            .iter()
-            .map(|m| {
-                std::iter::once(m.name.clone())
-                    .chain(columns.iter().map(|c| {
-                        m.metrics.iter().find(|x| &x.name == c).map(Metric::cell).unwrap_or_else(|| "–".into())
-                    }))
-                    .collect()
-            })
-            .collect();
-    let header = std::iter::once("model".to_string()).chain(columns).collect();
-    let table = Table::new(header, rows);
-    Ok(if caption.is_empty() { table } else { table.caption(caption) })
+    Ok(Comparison { models: models.to_vec(), columns, caption: caption.to_string() })
 }
 
 /// Accuracy of every classifier on every named labelled set, as one table (S0.11: probe vs
@@ -126,7 +128,7 @@ pub fn compare(models: &[ModelMetrics], caption: &str) -> Result<Table> {
 /// # Errors
 /// [`Error::Config`] for no model or no set; [`Error::Data`] for an unlabelled set or one whose
 /// classes differ from a model's; the models' prediction errors.
-pub fn evaluate_models(models: &[&Classifier], sets: &[(&str, &ImageSet)]) -> Result<Table> {
+pub fn evaluate_models(models: &[&Classifier], sets: &[(&str, &ImageSet)]) -> Result<Comparison> {
     if models.is_empty() || sets.is_empty() {
         return Err(config_err!("evaluate_models: give at least one model and one set"));
     }

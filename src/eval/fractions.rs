@@ -12,7 +12,6 @@ use super::finetune::{fine_tune, FineTuneConfig};
 use super::linear_probe::{linear_probe, LinearProbeConfig};
 use crate::data::{label_fraction, ImageSet};
 use crate::error::{config_err, Error, Result};
-use crate::viz::{Series, Table};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -126,7 +125,8 @@ impl FractionRun {
     }
 }
 
-fn percent(f: f64) -> String {
+/// A share as a percentage without trailing zeros: 0.1 → "10", 0.005 → "0.5".
+pub(crate) fn percent(f: f64) -> String {
     let p = f * 100.0;
     if (p - p.round()).abs() < 1e-9 {
         format!("{}", p.round() as i64)
@@ -142,59 +142,7 @@ pub struct FractionsReport {
     pub runs: Vec<FractionRun>,
 }
 
-impl FractionsReport {
-    /// Final test accuracy: one row per initialisation, one column per fraction.
-    pub fn table(&self) -> Table {
-        let mut fractions: Vec<f64> = Vec::new();
-        let mut inits: Vec<String> = Vec::new();
-        for r in &self.runs {
-            if !fractions.contains(&r.fraction) {
-                fractions.push(r.fraction);
-            }
-            if !inits.contains(&r.init) {
-                inits.push(r.init.clone());
-            }
-        }
-        let header = std::iter::once("init".to_string())
-            .chain(fractions.iter().map(|f| format!("{}% labels", percent(*f))))
-            .collect();
-        let rows = inits
-            .iter()
-            .map(|i| {
-                std::iter::once(i.clone())
-                    .chain(fractions.iter().map(|f| {
-                        self.runs
-                            .iter()
-                            .find(|r| &r.init == i && r.fraction == *f)
-                            .map(|r| format!("{:.2}%", 100.0 * r.final_accuracy()))
-                            .unwrap_or_else(|| "–".into())
-                    }))
-                    .collect()
-            })
-            .collect();
-        Table::new(header, rows).caption("test accuracy by label fraction")
-    }
-    /// One curve per run (test accuracy by epoch, epochs counted from 1), for
-    /// `viz::line_plot(&report.series(), ...)`.
-    pub fn series(&self) -> Vec<Series> {
-        self.runs
-            .iter()
-            .map(|r| {
-                Series::new(r.label(), (1..=r.test_accuracy.len()).map(|e| e as f64).collect(), r.test_accuracy.clone())
-            })
-            .collect()
-    }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for FractionsReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
-    }
-}
+// `table`, `series`, `evcxr_display` and `Display` of a `FractionsReport` are in `viz`.
 
 /// Runs scratch / ImageNet weights (when `cfg.imagenet_weights` is given) / the SSL backbone
 /// `ssl` at every fraction of `train`'s labels, each scored on `test` after every epoch, each in

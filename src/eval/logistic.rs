@@ -21,7 +21,7 @@
 //! Seed numbers on CIFAR-100 (ResNet-18, 32×32): supervised 0.59, BYOL 0.32, random weights 0.16.
 use super::features::Embeddings;
 use crate::error::{config_err, Error, Result};
-use crate::viz::Table;
+use super::confusion::confusion_counts;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -418,50 +418,7 @@ impl ProbeReport {
         }
         self.per_class.iter().map(|c| c.f1).sum::<f64>() / self.per_class.len() as f64
     }
-    /// The per-class report as a table (inline HTML in a notebook, text with `{}`).
-    pub fn table(&self) -> Table {
-        let mut rows: Vec<Vec<String>> = self
-            .per_class
-            .iter()
-            .map(|c| {
-                vec![
-                    c.name.clone(),
-                    format!("{:.3}", c.precision),
-                    format!("{:.3}", c.recall),
-                    format!("{:.3}", c.f1),
-                    c.support.to_string(),
-                ]
-            })
-            .collect();
-        rows.push(vec![
-            "macro avg".into(),
-            String::new(),
-            String::new(),
-            format!("{:.3}", self.macro_f1()),
-            self.n_test.to_string(),
-        ]);
-        Table::new(["class", "precision", "recall", "f1", "support"].iter().map(|s| s.to_string()).collect(), rows)
-            .caption(format!(
-                "logistic probe ({:?}): test accuracy {:.4} (train {:.4}), {} train / {} test, {} L-BFGS iterations{}",
-                self.model.multiclass,
-                self.accuracy,
-                self.train_accuracy,
-                self.n_train,
-                self.n_test,
-                self.model.iterations,
-                if self.model.converged { "" } else { " (not converged: raise max_iter)" }
-            ))
-    }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for ProbeReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
-    }
+    // `table`, `evcxr_display` and `Display` are in `viz`, which renders.
 }
 
 fn per_class(confusion: &Tensor, names: &[String]) -> Result<Vec<ClassReport>> {
@@ -516,7 +473,7 @@ pub fn logistic_probe_split(train: &Embeddings, test: &Embeddings, cfg: &Logisti
     };
     let (train_accuracy, _) = acc(&train.features, ytr)?;
     let (accuracy, pred) = acc(&test.features, yte)?;
-    let confusion = crate::viz::confusion_counts(&pred, yte, classes as i64)?;
+    let confusion = confusion_counts(&pred, yte, classes as i64)?;
     let names = if train.class_names.len() >= test.class_names.len() { &train.class_names } else { &test.class_names };
     Ok(ProbeReport {
         accuracy,

@@ -34,6 +34,7 @@
 pub mod backbone;
 pub mod baselines;
 pub mod compare;
+mod confusion;
 pub mod features;
 pub mod finetune;
 pub mod fractions;
@@ -46,7 +47,10 @@ pub mod width;
 
 pub use backbone::{Backbone, Classifier};
 pub use baselines::{imagenet_backbone, random_backbone};
-pub use compare::{compare, compare_accuracies, evaluate_models, AccuracyComparison, Metric, ModelMetrics, Verdict};
+pub use compare::{
+    compare, compare_accuracies, evaluate_models, AccuracyComparison, Comparison, Metric, ModelMetrics, Verdict,
+};
+pub use confusion::confusion_counts;
 pub use features::{extract_features, Embeddings, FeatureConfig};
 pub use finetune::{fine_tune, fine_tune_snapshots, fine_tune_with, FineTuneConfig, Snapshot};
 pub use fractions::{label_fractions, FractionRun, FractionsConfig, FractionsReport, Protocol};

@@ -17,7 +17,7 @@ use crate::data::cifar::{self, Cifar100Labels, CifarDataset};
 use crate::data::synthetic::{self, SyntheticConfig};
 use crate::data::{self, stl10, ImageSet, Source, Split};
 use crate::error::{config_err, Error, Result};
-use crate::viz::{self, ConfusionConfig, Figure, Table};
+use super::confusion::confusion_counts;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -95,42 +95,7 @@ pub struct OodReport {
     pub mapping: ClassMapping,
 }
 
-impl OodReport {
-    /// Model × accuracy table (inline HTML; text with `{}`).
-    pub fn table(&self) -> Table {
-        let caption = match self.mapping {
-            ClassMapping::Stl10ToCifar10 => format!("STL-10 models on {} (monkey counted as frog)", self.set_name),
-            ClassMapping::Identity => format!("Out-of-distribution accuracy on {}", self.set_name),
-        };
-        Table::new(
-            vec!["model".into(), "OOD accuracy".into()],
-            self.results.iter().map(|r| vec![r.name.clone(), format!("{:.2}%", 100.0 * r.accuracy)]).collect(),
-        )
-        .caption(caption)
-    }
-    /// The confusion matrix of model `index`, drawn.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for an index out of range; drawing errors.
-    pub fn confusion_figure(&self, index: usize) -> Result<Figure> {
-        let r = self
-            .results
-            .get(index)
-            .ok_or_else(|| config_err!("OodReport: model index {index} out of range (0..{})", self.results.len()))?;
-        let cfg = ConfusionConfig { title: format!("{} out of distribution", r.name), ..Default::default() };
-        viz::confusion_matrix(&r.confusion, &self.class_names, &cfg)
-    }
-    /// evcxr display hook: the table.
-    pub fn evcxr_display(&self) {
-        self.table().evcxr_display()
-    }
-}
-
-impl std::fmt::Display for OodReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.table())
-    }
-}
+// `table`, `confusion_figure`, `evcxr_display` and `Display` of an `OodReport` are in `viz`.
 
 /// Accuracy and `[10, 10]` confusion counts of STL-10 predictions (`[N]`, 0..10) against
 /// CIFAR-10 labels (`[N]`, 0..10), mapping each prediction with [`stl10::to_cifar10`] ("monkey"
@@ -168,7 +133,7 @@ fn mapped_accuracy(predictions: &Tensor, labels: &Tensor, mapping: ClassMapping,
         ClassMapping::Identity => predictions,
     };
     let labels = labels.to_device(Device::Cpu).to_kind(Kind::Int64);
-    let confusion = viz::confusion_counts(&mapped, &labels, classes)?; // [C, C]
+    let confusion = confusion_counts(&mapped, &labels, classes)?; // [C, C]
     let accuracy = mapped.eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]) as f64 / labels.size()[0] as f64;
     Ok((accuracy, confusion))
 }

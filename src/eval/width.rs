@@ -333,10 +333,7 @@ impl LossCurve {
         let m2 = [[n, s1, t0], [s1, s2, t1], [s2, s3, t2]];
         2.0 * det3(m2) / d
     }
-    /// The curve as a [`crate::viz::Series`] named `name`, for `viz::loss_landscape_1d`.
-    pub fn series(&self, name: impl Into<String>) -> crate::viz::Series {
-        crate::viz::Series::new(name, self.alphas.clone(), self.losses.clone())
-    }
+    // `series(name)` (the curve for `viz::line_plot`) is in `viz`.
 }
 
 fn linspace(range: f64, points: usize) -> Vec<f64> {

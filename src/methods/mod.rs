@@ -227,36 +227,12 @@ pub fn store_state(vs: &nn::VarStore, rename: impl Fn(&str) -> String) -> Vec<(S
 /// [`crate::Error::Data`] listing missing and unexpected names; [`crate::Error::Shape`] when a
 /// shape differs.
 pub fn load_named(method: &str, expected: &[(String, Tensor)], state: &[(String, Tensor)]) -> Result<()> {
-    use std::collections::HashMap;
-    let given: HashMap<&str, &Tensor> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let missing: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).filter(|n| !given.contains_key(n)).collect();
-    let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let unexpected: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).filter(|n| !known.contains(n)).collect();
-    if !missing.is_empty() || !unexpected.is_empty() {
-        let list = |v: &[&str]| {
-            let shown = v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
-            format!("{} ({shown}{})", v.len(), if v.len() > 5 { ", …" } else { "" })
-        };
-        return Err(crate::Error::Data(format!(
-            "{method}: the state does not fit this method: missing {}, unexpected {}; was it saved by another \
-             method or config?",
-            list(&missing),
-            list(&unexpected)
-        )));
-    }
-    for (name, dst) in expected {
-        let src = given[name.as_str()];
-        if src.size() != dst.size() {
-            return Err(crate::Error::shape(format!("{method}: state entry '{name}'"), format!("{:?}", dst.size()), &src.size()));
-        }
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (name, dst) in expected {
-            let src = given[name.as_str()];
-            dst.shallow_clone().f_copy_(&src.to_device(dst.device()).to_kind(dst.kind()))?;
-        }
-        Ok(())
-    })
+    crate::models::weights::load_by_name(
+        &format!("{method}: the state's entries and this method's"),
+        "; was it saved by another method or config?",
+        expected,
+        state,
+    )
 }
 
 /// The numbers a step logs: `fixed` ones (config values, known on the host) followed by

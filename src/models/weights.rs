@@ -21,6 +21,91 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tch::{nn, Tensor};
 
+// ---------------------------------------------------------------- loading tensors by name
+//
+// Every load of named tensors into existing ones goes through `load_by_name`: a checkpoint's
+// variables and method state (`train::checkpoint`), a method's own state (`methods::load_named`),
+// a torchvision backbone file (`load_backbone`), the homework's copy of a student's weights.
+// They differ only in what they call the two sides in their messages.
+
+/// How a list of named tensors differs from the list a destination expects — the check a
+/// name-matched load makes before it copies anything, so a failed load changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Mismatch {
+    /// Names the destination has and the source lacks, and names only the source has (sorted).
+    Names { missing: Vec<String>, unexpected: Vec<String> },
+    /// A name in both whose shapes differ (the first in the destination's order).
+    Shape { name: String, expected: Vec<i64>, got: Vec<i64> },
+}
+
+impl Mismatch {
+    /// The first way `given` differs from `expected` (names first, then shapes), if any.
+    pub(crate) fn find(expected: &[(String, Tensor)], given: &[(String, Tensor)]) -> Option<Mismatch> {
+        let want: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+        let have: HashMap<&str, &Tensor> = given.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut missing: Vec<String> = want.iter().filter(|n| !have.contains_key(*n)).map(|n| n.to_string()).collect();
+        let mut unexpected: Vec<String> =
+            have.keys().filter(|n| !want.contains(*n)).map(|n| n.to_string()).collect();
+        if !missing.is_empty() || !unexpected.is_empty() {
+            missing.sort_unstable();
+            unexpected.sort_unstable();
+            return Some(Mismatch::Names { missing, unexpected });
+        }
+        expected.iter().find_map(|(name, dst)| {
+            let src = have[name.as_str()];
+            (src.size() != dst.size()).then(|| Mismatch::Shape { name: name.clone(), expected: dst.size(), got: src.size() })
+        })
+    }
+
+    /// The error: [`Error::Data`] "`what` do not match: missing N (…), unexpected M (…)`hint`", or
+    /// [`Error::Shape`] naming `what` and the tensor. `what` is a plural noun phrase ("the
+    /// checkpoint's variables"); `hint` ends the message with the likely cause.
+    pub(crate) fn into_error(self, what: &str, hint: &str) -> Error {
+        match self {
+            Mismatch::Names { missing, unexpected } => Error::Data(format!(
+                "{what} do not match: missing {}, unexpected {}{hint}",
+                listed(&missing),
+                listed(&unexpected)
+            )),
+            Mismatch::Shape { name, expected, got } => Error::shape(format!("{what}: '{name}'"), format!("{expected:?}"), &got),
+        }
+    }
+}
+
+/// "3 (a, b, c)", the first six names shown.
+pub(crate) fn listed(names: &[String]) -> String {
+    let shown = names.iter().take(6).map(String::as_str).collect::<Vec<_>>().join(", ");
+    format!("{} ({shown}{})", names.len(), if names.len() > 6 { ", …" } else { "" })
+}
+
+/// Checks that `given` fits `expected` ([`Mismatch::find`]), then copies each of its tensors into
+/// the one of `expected` with the same name, in place and without gradients; each destination
+/// keeps its device, dtype and memory layout.
+///
+/// # Errors
+/// [`Mismatch::into_error`] with `what` and `hint`; libtorch errors from the copy.
+pub(crate) fn load_by_name(what: &str, hint: &str, expected: &[(String, Tensor)], given: &[(String, Tensor)]) -> Result<()> {
+    if let Some(m) = Mismatch::find(expected, given) {
+        return Err(m.into_error(what, hint));
+    }
+    let given: HashMap<&str, &Tensor> = given.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::no_grad(|| -> Result<()> {
+        for (name, dst) in expected {
+            dst.shallow_clone().f_copy_(given[name.as_str()])?;
+        }
+        Ok(())
+    })
+}
+
+/// The variables of `vs`, sorted by name (the tensors themselves, not copies).
+pub(crate) fn store_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+// ---------------------------------------------------------------- backbones as torchvision files
+
 /// The first path component of every torchvision ResNet backbone key (the classifier `fc` is not
 /// part of the backbone).
 const BACKBONE_ROOTS: [&str; 6] = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"];
@@ -40,11 +125,6 @@ fn backbone_vars(vs: &nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
-}
-
-fn list(names: &[&str]) -> String {
-    let shown = names.iter().take(6).copied().collect::<Vec<_>>().join(", ");
-    format!("{} ({shown}{})", names.len(), if names.len() > 6 { ", …" } else { "" })
 }
 
 /// Writes the ResNet backbone found under `prefix` in `vs` to a safetensors file with torchvision
@@ -71,12 +151,9 @@ pub fn save_backbone(vs: &nn::VarStore, prefix: &str, path: impl AsRef<Path>) ->
              (MoCo uses \"encoder_q\", the other methods \"backbone\", a supervised ResNet \"\")"
         )));
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let named: Vec<(String, Tensor)> =
         vars.iter().map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
-    Tensor::write_safetensors(&named, path)?;
+    crate::files::write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))?;
     Ok(vars.into_iter().map(|(k, _)| k).collect())
 }
 
@@ -96,44 +173,18 @@ pub fn load_backbone(vs: &nn::VarStore, prefix: &str, path: impl AsRef<Path>) ->
             path.display()
         )));
     }
-    let file = Tensor::read_safetensors(path)?;
-    let given: HashMap<&str, &Tensor> = file
-        .iter()
-        .filter(|(k, _)| !k.ends_with("num_batches_tracked") && !k.starts_with("fc."))
-        .map(|(k, t)| (k.as_str(), t))
-        .collect();
     let dst = backbone_vars(vs, prefix);
     if dst.is_empty() {
         return Err(Error::Data(format!("load_backbone: no ResNet variables under prefix '{prefix}' in this store")));
     }
-    let wanted: HashSet<&str> = dst.iter().map(|(k, _)| k.as_str()).collect();
-    let mut missing: Vec<&str> = wanted.iter().copied().filter(|k| !given.contains_key(k)).collect();
-    let mut unexpected: Vec<&str> = given.keys().copied().filter(|k| !wanted.contains(k)).collect();
-    if !missing.is_empty() || !unexpected.is_empty() {
-        missing.sort_unstable();
-        unexpected.sort_unstable();
-        return Err(Error::Data(format!(
-            "load_backbone: {} does not fit this backbone: missing {}, unexpected {}. Keys must be torchvision's \
-             (strip 'module.encoder_q.' or 'backbone.' first) and the depth must match",
-            path.display(),
-            list(&missing),
-            list(&unexpected)
-        )));
-    }
-    for (k, t) in &dst {
-        let src = given[k.as_str()];
-        if src.size() != t.size() {
-            return Err(Error::shape(
-                format!("load_backbone: '{k}' in {}", path.display()),
-                format!("{:?}", t.size()),
-                &src.size(),
-            ));
-        }
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (k, t) in &dst {
-            t.shallow_clone().f_copy_(&given[k.as_str()].to_device(t.device()).to_kind(t.kind()))?;
-        }
-        Ok(())
-    })
+    let file: Vec<(String, Tensor)> = Tensor::read_safetensors(path)?
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked") && !k.starts_with("fc."))
+        .collect();
+    load_by_name(
+        &format!("load_backbone: the keys of {} and this backbone's", path.display()),
+        ". Keys must be torchvision's (strip 'module.encoder_q.' or 'backbone.' first) and the depth must match",
+        &dst,
+        &file,
+    )
 }

@@ -9,7 +9,7 @@
 //! their getters) are C++ functions of the already loaded `libtorch_cpu.so`; they are looked up
 //! by their mangled names at run time ([`torch_symbol`]). A mangled name encodes the whole
 //! signature, so a libtorch whose function takes other arguments has no such symbol, and the
-//! lookup returns an [`Error`] that says so instead of calling through a wrong signature. The
+//! lookup returns an [`Error`](crate::Error) that says so instead of calling through a wrong signature. The
 //! names were checked with `nm -DC libtorch_cpu.so` against PyTorch 2.11.0, and the CPU path
 //! also checks at run time that the loaded libtorch is the version this crate was built against
 //! ([`cpu_autocast_available`]).
@@ -19,10 +19,11 @@
 //! (`avx512_bf16` or `amx_bf16` on x86, `bf16` on Arm, read from `/proc/cpuinfo`), and in f32
 //! with a printed reason otherwise: without them libtorch emulates bf16, which is slower than
 //! f32. `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) runs the autocast anyway (for tests
-//! of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does.
+//! of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does. The detection lives in
+//! [`crate::device`](mod@crate::device) (the device line reports it) and is re-exported here.
+pub use crate::device::{cpu_bf16, native_bf16_feature, set_cpu_bf16_mode, CpuBf16, CpuBf16Mode, CPU_BF16_ENV};
 use crate::error::{config_err, Result};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
@@ -48,130 +49,6 @@ pub enum Autocast {
     Cuda,
     /// CPU autocast to bfloat16 (`torch.autocast("cpu", dtype=torch.bfloat16)`).
     CpuBf16,
-}
-
-/// The name of the environment variable that overrides CPU bf16 detection: `force`, `off` or
-/// `auto` (the default).
-pub const CPU_BF16_ENV: &str = "SELFSUP_CPU_BF16";
-
-/// How the CPU decides on bf16 autocast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuBf16Mode {
-    /// Autocast when the CPU has native bf16 instructions (the default).
-    Auto,
-    /// Autocast even without native support (libtorch emulates bf16: correct, slow); for tests
-    /// of the numerics on any CPU.
-    Force,
-    /// Never autocast on the CPU.
-    Off,
-}
-
-/// 0: not set (read [`CPU_BF16_ENV`]), else 1 + the mode's index.
-static CPU_BF16_MODE: AtomicU8 = AtomicU8::new(0);
-
-/// Overrides [`CPU_BF16_ENV`] for this process (`None`: back to the environment variable).
-pub fn set_cpu_bf16_mode(mode: Option<CpuBf16Mode>) {
-    let v = match mode {
-        None => 0,
-        Some(CpuBf16Mode::Auto) => 1,
-        Some(CpuBf16Mode::Force) => 2,
-        Some(CpuBf16Mode::Off) => 3,
-    };
-    CPU_BF16_MODE.store(v, Ordering::Relaxed);
-}
-
-/// The mode in force and where it came from.
-fn cpu_bf16_mode() -> (CpuBf16Mode, &'static str) {
-    match CPU_BF16_MODE.load(Ordering::Relaxed) {
-        1 => (CpuBf16Mode::Auto, "set_cpu_bf16_mode"),
-        2 => (CpuBf16Mode::Force, "set_cpu_bf16_mode"),
-        3 => (CpuBf16Mode::Off, "set_cpu_bf16_mode"),
-        _ => match std::env::var(CPU_BF16_ENV).ok().as_deref().map(str::trim) {
-            Some("force") | Some("1") => (CpuBf16Mode::Force, "SELFSUP_CPU_BF16"),
-            Some("off") | Some("0") => (CpuBf16Mode::Off, "SELFSUP_CPU_BF16"),
-            _ => (CpuBf16Mode::Auto, "auto"),
-        },
-    }
-}
-
-/// The first CPU feature in `cpuinfo` (the text of `/proc/cpuinfo`) that computes bf16 natively:
-/// `amx_bf16` or `avx512_bf16` in an x86 `flags` line, `bf16` in an Arm `Features` line.
-/// `None` when there is none (AVX2-only x86, older Arm): libtorch then emulates bf16.
-pub fn native_bf16_feature(cpuinfo: &str) -> Option<&'static str> {
-    for line in cpuinfo.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let key = key.trim();
-        if key != "flags" && key != "Features" {
-            continue;
-        }
-        let words: Vec<&str> = value.split_whitespace().collect();
-        for feature in ["amx_bf16", "avx512_bf16"] {
-            if key == "flags" && words.contains(&feature) {
-                return Some(feature);
-            }
-        }
-        if key == "Features" && words.contains(&"bf16") {
-            return Some("bf16");
-        }
-    }
-    None
-}
-
-/// Whether this CPU runs `Precision::Bf16` under autocast.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CpuBf16 {
-    /// Native bf16 instructions: the named CPU feature.
-    Native(&'static str),
-    /// No native support, but forced (`SELFSUP_CPU_BF16=force` or [`set_cpu_bf16_mode`]).
-    Forced,
-    /// No native support: `Precision::Bf16` trains in f32.
-    NoNative,
-    /// Turned off by the named override (`SELFSUP_CPU_BF16` or `set_cpu_bf16_mode`).
-    TurnedOff(&'static str),
-}
-
-impl CpuBf16 {
-    /// Whether bf16 autocast runs on the CPU.
-    pub fn enabled(&self) -> bool {
-        matches!(self, CpuBf16::Native(_) | CpuBf16::Forced)
-    }
-    /// A few words for the device line.
-    pub fn describe(&self) -> String {
-        match self {
-            CpuBf16::Native(f) => format!("bf16 autocast: native ({f})"),
-            CpuBf16::Forced => format!("bf16 autocast: forced by {CPU_BF16_ENV}, emulated"),
-            CpuBf16::NoNative => "no native bf16: Precision::Bf16 trains in f32".into(),
-            CpuBf16::TurnedOff(from) => format!("bf16 autocast turned off by {from}"),
-        }
-    }
-    /// Why bf16 autocast does not run, in a sentence (`None` when it runs).
-    pub fn reason(&self) -> Option<String> {
-        match self {
-            CpuBf16::Native(_) | CpuBf16::Forced => None,
-            CpuBf16::NoNative => Some(format!(
-                "this CPU has no native bf16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo) and emulated bf16 is slower \
-                 than f32; {CPU_BF16_ENV}=force runs it anyway"
-            )),
-            CpuBf16::TurnedOff(from) => Some(format!("CPU bf16 autocast is turned off by {from}")),
-        }
-    }
-}
-
-/// Decides CPU bf16 from the mode and the CPU's features (`/proc/cpuinfo`, read once).
-pub fn cpu_bf16() -> CpuBf16 {
-    static FEATURE: OnceLock<Option<&'static str>> = OnceLock::new();
-    let feature = *FEATURE.get_or_init(|| native_bf16_feature(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()));
-    let (mode, from) = cpu_bf16_mode();
-    decide_cpu_bf16(mode, from, feature)
-}
-
-fn decide_cpu_bf16(mode: CpuBf16Mode, from: &'static str, feature: Option<&'static str>) -> CpuBf16 {
-    match (mode, feature) {
-        (CpuBf16Mode::Off, _) => CpuBf16::TurnedOff(from),
-        (_, Some(f)) => CpuBf16::Native(f),
-        (CpuBf16Mode::Force, None) => CpuBf16::Forced,
-        (CpuBf16Mode::Auto, None) => CpuBf16::NoNative,
-    }
 }
 
 /// Whether autocast runs for `precision` on `device` (CUDA: any mixed precision; the CPU:
@@ -557,39 +434,6 @@ mod tests {
         assert_eq!(autocast_mode(Precision::Fp16, Device::Cpu, &native), Autocast::Off);
         assert_eq!(autocast_mode(Precision::Off, Device::Cuda(0), &native), Autocast::Off);
         assert_eq!(autocast_mode(Precision::Fp16, Device::Cuda(0), &none), Autocast::Cuda);
-    }
-
-    #[test]
-    fn bf16_features_are_read_from_cpuinfo() {
-        // This machine's kind of line (AMD EPYC, AVX2 only) and a Sapphire Rapids one.
-        let epyc = "processor\t: 0\nflags\t\t: fpu vme sse2 avx fma avx2 bmi2 sha_ni\nbugs\t\t: sysret_ss_attrs\n";
-        let spr = "flags\t\t: avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile amx_int8\n";
-        let zen4 = "flags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n";
-        let graviton3 = "Features\t: fp asimd evtstrm aes sve bf16 i8mm\n";
-        let graviton2 = "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n";
-        assert_eq!(native_bf16_feature(epyc), None);
-        assert_eq!(native_bf16_feature(spr), Some("amx_bf16"));
-        assert_eq!(native_bf16_feature(zen4), Some("avx512_bf16"));
-        assert_eq!(native_bf16_feature(graviton3), Some("bf16"));
-        assert_eq!(native_bf16_feature(graviton2), None);
-        // A word that only contains the name is not the feature; nor is a bf16 outside flags.
-        assert_eq!(native_bf16_feature("flags\t: avx512_bf16x\nmodel name\t: bf16 amx_bf16\n"), None);
-        assert_eq!(native_bf16_feature(""), None);
-    }
-
-    #[test]
-    fn the_mode_overrides_detection() {
-        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Auto, "auto", Some("avx512_bf16")), CpuBf16::Native("avx512_bf16"));
-        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Force, "x", None), CpuBf16::Forced);
-        assert_eq!(decide_cpu_bf16(CpuBf16Mode::Force, "x", Some("bf16")), CpuBf16::Native("bf16"));
-        let no = decide_cpu_bf16(CpuBf16Mode::Auto, "auto", None);
-        assert_eq!(no, CpuBf16::NoNative);
-        let why = no.reason().unwrap();
-        assert!(why.contains("no native bf16") && why.contains("SELFSUP_CPU_BF16=force"), "{why}");
-        let off = decide_cpu_bf16(CpuBf16Mode::Off, "SELFSUP_CPU_BF16", Some("amx_bf16"));
-        assert_eq!(off, CpuBf16::TurnedOff("SELFSUP_CPU_BF16"), "off wins over native support");
-        assert!(!off.enabled() && off.reason().unwrap().contains("SELFSUP_CPU_BF16"));
-        assert!(CpuBf16::Forced.enabled() && CpuBf16::Forced.reason().is_none());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 use super::history::History;
 use super::TrainConfig;
 use crate::error::{Error, Result};
+use crate::models::weights::{load_by_name, store_vars, Mismatch};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -173,23 +174,13 @@ impl Checkpoint {
 }
 
 /// Copies `tensors` into the variables of `vs` by name (under `no_grad`, keeping each
-/// variable's device, dtype and layout).
+/// variable's device, dtype and layout), after [`check_vars`].
 ///
 /// # Errors
 /// [`Error::Data`] listing the variables missing from `tensors` and the tensors that name no
 /// variable; [`Error::Shape`] when a shape differs.
 pub fn load_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
-    check_vars(vs, tensors)?;
-    let vars = vs.variables();
-    tch::no_grad(|| -> Result<()> {
-        for (name, t) in tensors {
-            if let Some(var) = vars.get(name) {
-                let mut var = var.shallow_clone();
-                var.f_copy_(t)?;
-            }
-        }
-        Ok(())
-    })
+    load_by_name(VARS, VARS_HINT, &store_vars(vs), tensors)
 }
 
 /// Checks that `tensors` name exactly the variables of `vs`, with their shapes, without changing
@@ -198,32 +189,7 @@ pub fn load_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> 
 /// # Errors
 /// As [`load_vars`].
 pub fn check_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
-    let vars = vs.variables();
-    let missing: Vec<&String> = vars.keys().filter(|k| !tensors.iter().any(|(n, _)| n == *k)).collect();
-    let unknown: Vec<&String> = tensors.iter().map(|(n, _)| n).filter(|n| !vars.contains_key(*n)).collect();
-    if !missing.is_empty() || !unknown.is_empty() {
-        let show = |v: &[&String]| v.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(Error::Data(format!(
-            "checkpoint does not match the model: {} variables missing ({}), {} unknown ({}); \
-             was it saved from another architecture or method?",
-            missing.len(),
-            show(&missing),
-            unknown.len(),
-            show(&unknown)
-        )));
-    }
-    for (name, t) in tensors {
-        if let Some(var) = vars.get(name) {
-            if var.size() != t.size() {
-                return Err(Error::shape(
-                    format!("checkpoint variable '{name}'"),
-                    format!("{:?}", var.size()),
-                    &t.size(),
-                ));
-            }
-        }
-    }
-    Ok(())
+    check_named_as(VARS, VARS_HINT, &store_vars(vs), tensors)
 }
 
 /// Checks that `given` (a checkpoint's method state) holds exactly the names of `expected` (the
@@ -232,29 +198,15 @@ pub fn check_vars(vs: &nn::VarStore, tensors: &[(String, Tensor)]) -> Result<()>
 /// # Errors
 /// [`Error::Data`] naming the missing and unexpected entries; [`Error::Shape`] for a shape.
 pub(crate) fn check_named(what: &str, expected: &[(String, Tensor)], given: &[(String, Tensor)]) -> Result<()> {
-    let missing: Vec<&str> =
-        expected.iter().map(|(n, _)| n.as_str()).filter(|n| !given.iter().any(|(g, _)| g == n)).collect();
-    let unknown: Vec<&str> =
-        given.iter().map(|(n, _)| n.as_str()).filter(|n| !expected.iter().any(|(e, _)| e == n)).collect();
-    if !missing.is_empty() || !unknown.is_empty() {
-        let show = |v: &[&str]| v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
-        return Err(Error::Data(format!(
-            "the checkpoint's {what} does not fit: {} entries missing ({}), {} unknown ({}); was it saved by \
-             another method or config?",
-            missing.len(),
-            show(&missing),
-            unknown.len(),
-            show(&unknown)
-        )));
-    }
-    for (name, e) in expected {
-        if let Some((_, g)) = given.iter().find(|(n, _)| n == name) {
-            if g.size() != e.size() {
-                return Err(Error::shape(format!("the checkpoint's {what} '{name}'"), format!("{:?}", e.size()), &g.size()));
-            }
-        }
-    }
-    Ok(())
+    check_named_as(&format!("the checkpoint's {what} entries and this method's"), STATE_HINT, expected, given)
+}
+
+const VARS: &str = "the checkpoint's variables and the model's";
+const VARS_HINT: &str = "; was it saved from another architecture or method?";
+const STATE_HINT: &str = "; was it saved by another method or config?";
+
+fn check_named_as(what: &str, hint: &str, expected: &[(String, Tensor)], given: &[(String, Tensor)]) -> Result<()> {
+    Mismatch::find(expected, given).map_or(Ok(()), |m| Err(m.into_error(what, hint)))
 }
 
 /// The name (`<group>/<name>`) of the first floating-point tensor in `groups` that holds a NaN

@@ -16,14 +16,17 @@ use super::amp::{self, LossScaler};
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
 use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
-use super::knn::knn_accuracy;
+use super::knn::backbone_knn_accuracy;
 use super::optim::Optimizer;
 use super::progress::{duration, Line, Progress};
 use super::{KnnMonitor, TrainConfig};
 use crate::augment::{self, Augment, AugmentRng, MultiView};
 use crate::data::{Batch, ImageSet, Loader, LoaderConfig};
+use crate::device::{splitmix64, GOLDEN_GAMMA};
 use crate::error::{config_err, Error, Result};
+use crate::files::RunLock;
 use crate::methods::{scalar_f64, SslMethod, StepMetrics, StepOutput};
+use crate::models::weights::store_vars;
 use super::identity::{self, RunIdentity, IDENTITY_FILE};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,7 +122,7 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
                 let norm = self.augment.pipeline(0).output_normalization();
                 let device = self.method.online().device();
                 record.knn_accuracy =
-                    Some(knn_accuracy(self.method.backbone(), knn.train, knn.test, norm.as_ref(), knn.config, device)?);
+                    Some(backbone_knn_accuracy(self.method.backbone(), knn.train, knn.test, norm.as_ref(), knn.config, device)?);
             }
         }
         Ok(())
@@ -274,21 +277,11 @@ pub fn backward_and_step(
 
 /// SplitMix64 of (seed, salt, step): the seed of one step's random draws.
 fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
-    let mut z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    splitmix64(z.wrapping_add(GOLDEN_GAMMA))
 }
 const SALT_AUGMENT: u64 = 0xA4;
 const SALT_TORCH: u64 = 0x7C;
-
-/// All variables of `vs`, sorted by name.
-fn sorted_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
 
 fn diverged(loss: f64, step: usize, epoch: usize, lr: f64, last_checkpoint: Option<usize>, out_dir: &Path) -> Error {
     let what = if loss.is_nan() { "NaN" } else { "infinite" };
@@ -334,6 +327,18 @@ fn identity_mismatch(out_dir: &Path, finished: bool, field: &str, was: &str, now
     )
 }
 
+/// Takes `out_dir`'s [`RunLock`]; when another process holds it, the error also says how to
+/// watch that run (the lock itself knows nothing of runs).
+fn lock_run_folder(out_dir: &Path) -> Result<RunLock> {
+    RunLock::acquire(out_dir).map_err(|e| match e {
+        Error::Locked(msg) => Error::Locked(format!(
+            "{msg} To watch a running run, read its history with History::load_jsonl(\"{}\")",
+            out_dir.join(HISTORY_FILE).display()
+        )),
+        other => other,
+    })
+}
+
 /// The error for weights that are no longer finite when a checkpoint is due.
 fn non_finite_weights(
     name: &str,
@@ -358,7 +363,12 @@ fn non_finite_weights(
     ))
 }
 
-/// The loop; see the module docs of `train`.
+/// The loop; see the module docs of `train`. Its steps, in order: [`Setup::new`] (loader,
+/// optimizer, precision, the folder's lock, the run's identity), [`resume`] (from the checkpoint
+/// in `out_dir`, if any), [`nothing_to_train`] (a finished run, or `max_steps` reached already),
+/// then a [`Session`]: [`Session::train`] runs the epochs, each step ([`Session::step`]) followed
+/// by its bookkeeping ([`Session::after_step`]: log flush, epoch record, stop, checkpoint), and
+/// [`Session::finish`] says how the call ended.
 pub(crate) fn run<T: Trainee + ?Sized>(
     t: &mut T,
     set: &ImageSet,
@@ -367,271 +377,451 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     chunked: bool,
 ) -> Result<History> {
     cfg.validate()?;
-    let device = t.vars().device();
-    let loader = Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?;
-    let spe = loader.batches_per_epoch();
-    let total = cfg.epochs * spe;
-    cfg.schedule.validate(total)?;
-    let mut opt = Optimizer::new(t.vars(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
-    let cuda = matches!(device, Device::Cuda(_));
-    let channels_last = cfg.channels_last && cuda;
-    let mut progress = Progress::new(cfg.progress, cfg.log_every, 0);
-    // CUDA autocast, CPU bf16 autocast where the CPU has bf16, else f32 (with a note saying why).
-    let amp::AmpSetup { autocast, fp16, note } = amp::setup(cfg.mixed_precision, device)?;
-    if let Some(note) = note {
-        progress.warn(&note);
+    let mut setup = Setup::new(t, set, cfg, out_dir)?;
+    let start = resume(t, cfg, out_dir, &mut setup)?;
+    if setup.channels_last {
+        to_channels_last(t.vars());
     }
-    let mut scaler = fp16.then(LossScaler::default);
+    let stop_at = cfg.max_steps.map_or(setup.total, |m| m.min(setup.total));
+    if nothing_to_train(&start, stop_at, setup.total, cfg, out_dir, chunked, &mut setup.progress) {
+        return Ok(start.history);
+    }
+    let mut session = Session::start(setup, start, stop_at, cfg, out_dir, chunked)?;
+    let outcome = session.train(t);
+    session.finish(outcome)
+}
 
-    // One trainer per folder (a second one would overwrite this one's checkpoints); the
-    // temporary files of a killed trainer's interrupted writes go.
-    let _lock = crate::files::RunLock::acquire(out_dir)?;
-    for stale in crate::files::sweep_temp_files(out_dir)? {
-        progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
+/// What a run sets up before it reads a checkpoint: the loader, the optimizer, the precision,
+/// the progress printer, the folder's lock and the run's identity.
+struct Setup {
+    device: Device,
+    loader: Loader,
+    /// Steps per epoch.
+    spe: usize,
+    /// Steps of the whole schedule (`epochs × spe`).
+    total: usize,
+    opt: Optimizer,
+    channels_last: bool,
+    autocast: amp::Autocast,
+    scaler: Option<LossScaler>,
+    /// For the notes and warnings before training (the session starts its own at its first step).
+    progress: Progress,
+    identity: RunIdentity,
+    /// Held until the run returns.
+    lock: RunLock,
+}
+
+impl Setup {
+    fn new<T: Trainee + ?Sized>(t: &T, set: &ImageSet, cfg: &TrainConfig, out_dir: &Path) -> Result<Setup> {
+        let device = t.vars().device();
+        let loader =
+            Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?;
+        let spe = loader.batches_per_epoch();
+        let total = cfg.epochs * spe;
+        cfg.schedule.validate(total)?;
+        let opt = Optimizer::new(t.vars(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
+        let cuda = matches!(device, Device::Cuda(_));
+        let channels_last = cfg.channels_last && cuda;
+        let mut progress = Progress::new(cfg.progress, cfg.log_every, 0);
+        // CUDA autocast, CPU bf16 autocast where the CPU has bf16, else f32 (with a note saying why).
+        let amp::AmpSetup { autocast, fp16, note } = amp::setup(cfg.mixed_precision, device)?;
+        if let Some(note) = note {
+            progress.warn(&note);
+        }
+        let scaler = fp16.then(LossScaler::default);
+
+        // One trainer per folder (a second one would overwrite this one's checkpoints); the
+        // temporary files of a killed trainer's interrupted writes go.
+        let lock = lock_run_folder(out_dir)?;
+        for stale in crate::files::sweep_temp_files(out_dir)? {
+            progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
+        }
+        let parts = t.identity_parts()?;
+        if parts.undescribed {
+            progress.warn(&format!(
+                "note: the method '{}' does not describe its settings (SslMethod::config_json), so a run in {} is \
+                 recognised by its variables' shapes, augmentations and data only: after changing another setting \
+                 (a temperature, say), use a new out_dir or resume(false)",
+                t.name(),
+                out_dir.display()
+            ));
+        }
+        let identity = RunIdentity {
+            method: parts.method,
+            model: identity::store_signature(t.vars()),
+            state: identity::signature(&t.state()),
+            augment: parts.augment,
+            dataset: identity::dataset_identity(set)?,
+            init: parts.init,
+        };
+        Ok(Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, progress, identity, lock })
     }
-    let parts = t.identity_parts()?;
-    if parts.undescribed {
-        progress.warn(&format!(
-            "note: the method '{}' does not describe its settings (SslMethod::config_json), so a run in {} is \
-             recognised by its variables' shapes, augmentations and data only: after changing another setting \
-             (a temperature, say), use a new out_dir or resume(false)",
-            t.name(),
+}
+
+/// Where a run starts: step 0 with an empty history, or a checkpoint's step with its history.
+struct Start {
+    history: History,
+    /// The next step to train.
+    step: usize,
+    /// Seconds the checkpoint's unfinished epoch had trained already.
+    carried_secs: f64,
+    last_checkpoint: Option<usize>,
+}
+
+/// Continues from the checkpoint in `out_dir` when `cfg.resume` and there is one: everything is
+/// read and checked (the kind and method, the trajectory settings, the run identity, the schedule's
+/// length, names, shapes, finiteness) before the first variable changes; then the optimizer's
+/// state, the weights, the trainee's state and the loss scale are loaded.
+fn resume<T: Trainee + ?Sized>(t: &mut T, cfg: &TrainConfig, out_dir: &Path, setup: &mut Setup) -> Result<Start> {
+    let fresh = Start { history: History::new(), step: 0, carried_secs: 0.0, last_checkpoint: None };
+    if !(cfg.resume && checkpoint::exists(out_dir)) {
+        return Ok(fresh);
+    }
+    let (total, spe) = (setup.total, setup.spe);
+    let ck = Checkpoint::load(out_dir)?;
+    let m = &ck.meta;
+    if m.kind != t.kind() || m.method != t.name() {
+        return Err(config_err!(
+            "{} holds a {} run of '{}', not of '{}': use another out_dir, or set resume(false) to overwrite it",
+            out_dir.display(),
+            m.kind,
+            m.method,
+            t.name()
+        ));
+    }
+    if let Some((field, saved, now)) = cfg.trajectory_difference(&m.config) {
+        return Err(config_err!(
+            "{} holds a run with another {field} (saved {saved}, now {now}); resuming would not continue the same \
+             run. Use the saved value, another out_dir, or resume(false) to start over",
             out_dir.display()
         ));
     }
-    let identity = RunIdentity {
-        method: parts.method,
-        model: identity::store_signature(t.vars()),
-        state: identity::signature(&t.state()),
-        augment: parts.augment,
-        dataset: identity::dataset_identity(set)?,
-        init: parts.init,
-    };
-
-    // Resume: everything is read and checked before the first variable changes.
-    let mut history = History::new();
-    let mut start = 0;
-    let mut carried_secs = 0.0;
-    let mut last_checkpoint = None;
-    if cfg.resume && checkpoint::exists(out_dir) {
-        let ck = Checkpoint::load(out_dir)?;
-        let m = &ck.meta;
-        if m.kind != t.kind() || m.method != t.name() {
-            return Err(config_err!(
-                "{} holds a {} run of '{}', not of '{}': use another out_dir, or set resume(false) to overwrite it",
-                out_dir.display(),
-                m.kind,
-                m.method,
-                t.name()
-            ));
-        }
-        if let Some((field, saved, now)) = cfg.trajectory_difference(&m.config) {
-            return Err(config_err!(
-                "{} holds a run with another {field} (saved {saved}, now {now}); resuming would not continue the same \
-                 run. Use the saved value, another out_dir, or resume(false) to start over",
-                out_dir.display()
-            ));
-        }
-        match &m.identity {
-            Some(saved) => {
-                if let Some((field, was, now)) = identity::first_difference(saved, &identity) {
-                    return Err(identity_mismatch(out_dir, m.finished, &field, &was, &now));
-                }
+    match &m.identity {
+        Some(saved) => {
+            if let Some((field, was, now)) = identity::first_difference(saved, &setup.identity) {
+                return Err(identity_mismatch(out_dir, m.finished, &field, &was, &now));
             }
-            None => progress.warn(&format!(
-                "note: {} was written by an older selfsup that did not record the method's settings, augmentations \
-                 and data, so they cannot be checked: if you changed any, use another out_dir or resume(false)",
-                out_dir.display()
-            )),
         }
-        if m.total_steps != total || m.steps_per_epoch != spe {
-            return Err(config_err!(
-                "{} holds a run of {} steps ({} per epoch) but this data gives {total} ({spe} per epoch): another dataset? \
-                 Use another out_dir or resume(false)",
-                out_dir.display(),
-                m.total_steps,
-                m.steps_per_epoch
-            ));
-        }
-        checkpoint::check_vars(t.vars(), &ck.online)?;
-        checkpoint::check_named("method state", &t.state(), &ck.state)?;
-        if let Some(name) = checkpoint::first_non_finite(&[("online", &ck.online), ("state", &ck.state)])? {
-            return Err(Error::Data(format!(
-                "{}: the checkpoint's '{name}' holds NaN or infinite values, so it is damaged; delete the folder \
-                 (or set resume(false)) to train again",
-                out_dir.display()
-            )));
-        }
-        opt.load_state(&ck.optimizer)?; // this call's own optimizer: nothing the user sees changes yet
-        checkpoint::load_vars(t.vars(), &ck.online)?;
-        t.load_state(&ck.state)?;
-        start = m.step;
-        carried_secs = m.epoch_seconds;
-        last_checkpoint = Some(m.step);
-        if let (Some(s), Some(saved)) = (scaler.as_mut(), m.loss_scaler.clone()) {
-            *s = saved;
-        }
-        history = ck.meta.history;
+        None => setup.progress.warn(&format!(
+            "note: {} was written by an older selfsup that did not record the method's settings, augmentations \
+             and data, so they cannot be checked: if you changed any, use another out_dir or resume(false)",
+            out_dir.display()
+        )),
     }
-    if channels_last {
-        tch::no_grad(|| {
-            for (_, mut v) in sorted_vars(t.vars()) {
-                if v.dim() == 4 {
-                    let cl = amp::to_channels_last(&v);
-                    v.set_data(&cl);
-                }
-            }
-        });
-    }
-    let stop_at = cfg.max_steps.map_or(total, |m| m.min(total));
-    if start >= stop_at {
-        if start >= total {
-            if !chunked || stop_at >= total {
-                progress.message(&format!(
-                    "{}: finished run loaded ({total} steps, {} epochs); delete the folder or set resume(false) to train again",
-                    out_dir.display(),
-                    cfg.epochs
-                ));
-            }
-        } else if !chunked {
-            progress.message(&format!(
-                "{}: at step {start} of {total} already; raise max_steps to continue",
-                out_dir.display()
-            ));
-        }
-        return Ok(history);
-    }
-    if start > 0 && !chunked {
-        progress.message(&format!(
-            "resuming {} from step {start} of {total} (epoch {})",
+    if m.total_steps != total || m.steps_per_epoch != spe {
+        return Err(config_err!(
+            "{} holds a run of {} steps ({} per epoch) but this data gives {total} ({spe} per epoch): another dataset? \
+             Use another out_dir or resume(false)",
             out_dir.display(),
-            start / spe + 1
+            m.total_steps,
+            m.steps_per_epoch
         ));
     }
-    crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-    crate::files::write_file(&out_dir.join(IDENTITY_FILE), &serde_json::to_vec_pretty(&identity)?)?;
-    let writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &history)?;
-    let progress = Progress::new(cfg.progress, cfg.log_every, start);
-    let mut log = StepLog {
-        pending: Vec::new(),
-        window_started: Instant::now(),
-        history,
-        writer,
-        collapse: CollapseMonitor::new(cfg.collapse_warn_fraction),
-        progress,
-        first_non_finite: None,
-    };
-    let plan = RunPlan { epochs: cfg.epochs, steps_per_epoch: spe, stop_at, out_dir };
-    let session = Instant::now();
-    let mut last_save = Instant::now();
-    let mut step = start;
-    let mut budget_hit = false;
-    let mut interrupted = false;
-
-    let outcome = (|| -> Result<()> {
-        while step < stop_at {
-            let epoch = step / spe;
-            let skip = step - epoch * spe;
-            let epoch_started = Instant::now();
-            let carried = if skip > 0 { carried_secs } else { 0.0 };
-            let mut batches = loader.epoch(epoch as u64)?;
-            for _ in 0..skip {
-                // The batches already trained on in an earlier session: same order, not used.
-                batches.next().transpose()?;
-            }
-            log.restart_clock();
-            for batch in batches {
-                let batch = batch?;
-                let lr = cfg.schedule.lr(cfg.lr, step, total, spe);
-                opt.set_lr(lr);
-                tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
-                let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
-                let StepOutput { loss, z, mut metrics } = t.forward(&batch, &mut rng, channels_last, autocast)?;
-                let ls = loss.size();
-                if !(ls.is_empty() || ls == [1]) {
-                    return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
-                }
-                metrics.extend(backward_and_step(&loss, &mut opt, scaler.as_mut(), cfg.grad_clip)?);
-                t.after_step(step, total)?;
-                log.pending.push(PendingStep::new(step, epoch, lr, batch.len(), &loss, z.as_ref(), metrics, device)?);
-                step += 1;
-                let epoch_done = step - epoch * spe == spe;
-                if log.pending.len() >= cfg.log_every || epoch_done {
-                    log.flush(&plan, last_checkpoint)?;
-                }
-                if epoch_done {
-                    end_epoch(t, &mut log, cfg, epoch, step >= total, carried + epoch_started.elapsed().as_secs_f64())?;
-                }
-                budget_hit = cfg.time_budget_secs.is_some_and(|b| session.elapsed().as_secs_f64() >= b);
-                interrupted = super::stop_requested();
-                let stop = step >= stop_at || budget_hit || interrupted;
-                let periodic = cfg.checkpoint_every_steps.is_some_and(|n| step % n == 0)
-                    || cfg.checkpoint_every_secs.is_some_and(|s| last_save.elapsed().as_secs_f64() >= s);
-                if stop || periodic {
-                    // Read (and check) every step before saving weights that went through them.
-                    log.flush(&plan, last_checkpoint)?;
-                    let epoch_seconds = if epoch_done { 0.0 } else { carried + epoch_started.elapsed().as_secs_f64() };
-                    let meta = CheckpointMeta {
-                        format: checkpoint::FORMAT_VERSION,
-                        kind: t.kind().into(),
-                        method: t.name(),
-                        step,
-                        total_steps: total,
-                        steps_per_epoch: spe,
-                        finished: step >= total,
-                        epoch_seconds,
-                        loss_scaler: scaler.clone(),
-                        config: cfg.clone(),
-                        history: log.history.clone(),
-                        identity: Some(identity.clone()),
-                    };
-                    let ck = Checkpoint { meta, online: sorted_vars(t.vars()), state: t.state(), optimizer: opt.state() };
-                    let groups = [("online", &ck.online[..]), ("state", &ck.state[..]), ("optim", &ck.optimizer[..])];
-                    if let Some(name) = checkpoint::first_non_finite(&groups)? {
-                        return Err(non_finite_weights(&name, step, last_checkpoint, log.first_non_finite.as_ref(), out_dir));
-                    }
-                    ck.save(out_dir)?;
-                    log.writer.flush()?;
-                    last_save = Instant::now();
-                    last_checkpoint = Some(step);
-                    log.restart_clock();
-                }
-                if stop {
-                    break;
-                }
-            }
-            if budget_hit || interrupted {
-                break;
-            }
-        }
-        log.flush(&plan, last_checkpoint)
-    })();
-    if let Err(e) = outcome {
-        // Steps trained before the error may still wait on the device: log them, so that their
-        // records are not lost; a non-finite loss among them is the cause to report.
-        return Err(match log.flush(&plan, last_checkpoint) {
-            Err(d @ Error::Diverged(_)) => d,
-            _ => e,
-        });
-    }
-    log.writer.flush()?;
-    if interrupted && step < total {
-        return Err(Error::Interrupted(format!(
-            "stopped at step {step} of {total} with a checkpoint in {}; run the same command (or call) again to \
-             continue from there",
+    checkpoint::check_vars(t.vars(), &ck.online)?;
+    checkpoint::check_named("method state", &t.state(), &ck.state)?;
+    if let Some(name) = checkpoint::first_non_finite(&[("online", &ck.online), ("state", &ck.state)])? {
+        return Err(Error::Data(format!(
+            "{}: the checkpoint's '{name}' holds NaN or infinite values, so it is damaged; delete the folder \
+             (or set resume(false)) to train again",
             out_dir.display()
         )));
     }
-    if step >= total {
-        log.progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
-    } else if budget_hit || !chunked {
-        let why = if budget_hit { "time budget reached" } else { "max_steps reached" };
-        log.progress.message(&format!(
-            "{why}: stopped at step {step} of {total} with a checkpoint in {}; run the same call again to continue",
-            out_dir.display()
-        ));
+    setup.opt.load_state(&ck.optimizer)?; // this call's own optimizer: nothing the user sees changes yet
+    checkpoint::load_vars(t.vars(), &ck.online)?;
+    t.load_state(&ck.state)?;
+    if let (Some(s), Some(saved)) = (setup.scaler.as_mut(), m.loss_scaler.clone()) {
+        *s = saved;
     }
-    Ok(log.history)
+    let (step, carried_secs) = (m.step, m.epoch_seconds);
+    Ok(Start { history: ck.meta.history, step, carried_secs, last_checkpoint: Some(step) })
+}
+
+/// Converts every 4-d variable of `vs` to channels-last memory format in place (CUDA runs with
+/// `channels_last`; the checkpoint's weights are loaded first).
+fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in store_vars(vs) {
+            if v.dim() == 4 {
+                let cl = amp::to_channels_last(&v);
+                v.set_data(&cl);
+            }
+        }
+    });
+}
+
+/// Whether this call has no step to train (the run is finished, or at `stop_at` already); says
+/// so, unless a chunked caller does not want to hear it.
+fn nothing_to_train(
+    start: &Start,
+    stop_at: usize,
+    total: usize,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    chunked: bool,
+    progress: &mut Progress,
+) -> bool {
+    let start = start.step;
+    if start < stop_at {
+        return false;
+    }
+    if start >= total {
+        if !chunked || stop_at >= total {
+            progress.message(&format!(
+                "{}: finished run loaded ({total} steps, {} epochs); delete the folder or set resume(false) to train again",
+                out_dir.display(),
+                cfg.epochs
+            ));
+        }
+    } else if !chunked {
+        progress.message(&format!("{}: at step {start} of {total} already; raise max_steps to continue", out_dir.display()));
+    }
+    true
+}
+
+/// The training of one call, from its first step to its stop: what carries from step to step.
+struct Session<'a> {
+    cfg: &'a TrainConfig,
+    chunked: bool,
+    device: Device,
+    loader: Loader,
+    total: usize,
+    opt: Optimizer,
+    scaler: Option<LossScaler>,
+    autocast: amp::Autocast,
+    channels_last: bool,
+    identity: RunIdentity,
+    log: StepLog,
+    plan: RunPlan<'a>,
+    /// The next step to train.
+    step: usize,
+    /// Seconds the first epoch of this call had trained in an earlier call.
+    carried_secs: f64,
+    last_checkpoint: Option<usize>,
+    last_save: Instant,
+    /// When this call's training began (for `time_budget_secs`).
+    started: Instant,
+    budget_hit: bool,
+    interrupted: bool,
+    _lock: RunLock,
+}
+
+/// When an epoch's training began, and the seconds it had trained in an earlier call.
+struct EpochClock {
+    started: Instant,
+    carried: f64,
+}
+
+impl EpochClock {
+    fn seconds(&self) -> f64 {
+        self.carried + self.started.elapsed().as_secs_f64()
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Says where the run resumes, writes the config and the identity beside the checkpoint, and
+    /// opens the history file (rewritten with the resumed history, then appended to).
+    fn start(
+        setup: Setup,
+        start: Start,
+        stop_at: usize,
+        cfg: &'a TrainConfig,
+        out_dir: &'a Path,
+        chunked: bool,
+    ) -> Result<Session<'a>> {
+        let Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, mut progress, identity, lock } =
+            setup;
+        if start.step > 0 && !chunked {
+            progress.message(&format!(
+                "resuming {} from step {} of {total} (epoch {})",
+                out_dir.display(),
+                start.step,
+                start.step / spe + 1
+            ));
+        }
+        crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+        crate::files::write_file(&out_dir.join(IDENTITY_FILE), &serde_json::to_vec_pretty(&identity)?)?;
+        let writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &start.history)?;
+        let log = StepLog {
+            pending: Vec::new(),
+            window_started: Instant::now(),
+            history: start.history,
+            writer,
+            collapse: CollapseMonitor::new(cfg.collapse_warn_fraction),
+            progress: Progress::new(cfg.progress, cfg.log_every, start.step),
+            first_non_finite: None,
+        };
+        Ok(Session {
+            cfg,
+            chunked,
+            device,
+            loader,
+            total,
+            opt,
+            scaler,
+            autocast,
+            channels_last,
+            identity,
+            log,
+            plan: RunPlan { epochs: cfg.epochs, steps_per_epoch: spe, stop_at, out_dir },
+            step: start.step,
+            carried_secs: start.carried_secs,
+            last_checkpoint: start.last_checkpoint,
+            last_save: Instant::now(),
+            started: Instant::now(),
+            budget_hit: false,
+            interrupted: false,
+            _lock: lock,
+        })
+    }
+
+    /// Trains epoch after epoch until `stop_at`, the time budget or a stop request, then reads
+    /// the last steps.
+    fn train<T: Trainee + ?Sized>(&mut self, t: &mut T) -> Result<()> {
+        while self.step < self.plan.stop_at {
+            self.train_epoch(t)?;
+            if self.budget_hit || self.interrupted {
+                break;
+            }
+        }
+        self.log.flush(&self.plan, self.last_checkpoint)
+    }
+
+    /// The rest of the current epoch: its batches, in the order of (seed, epoch), from the step
+    /// the run is at.
+    fn train_epoch<T: Trainee + ?Sized>(&mut self, t: &mut T) -> Result<()> {
+        let spe = self.plan.steps_per_epoch;
+        let epoch = self.step / spe;
+        let skip = self.step - epoch * spe;
+        let clock = EpochClock { started: Instant::now(), carried: if skip > 0 { self.carried_secs } else { 0.0 } };
+        let mut batches = self.loader.epoch(epoch as u64)?;
+        for _ in 0..skip {
+            // The batches already trained on in an earlier session: same order, not used.
+            batches.next().transpose()?;
+        }
+        self.log.restart_clock();
+        for batch in batches {
+            self.step(t, &batch?, epoch)?;
+            if self.after_step(t, epoch, &clock)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One optimizer step on `batch`: the scheduled learning rate, the step's own seeds (from
+    /// seed and step, so a resumed run draws what an unbroken one would), forward, backward and
+    /// update; its numbers stay on the device until the next flush.
+    fn step<T: Trainee + ?Sized>(&mut self, t: &mut T, batch: &Batch, epoch: usize) -> Result<()> {
+        let (cfg, step) = (self.cfg, self.step);
+        let lr = cfg.schedule.lr(cfg.lr, step, self.total, self.plan.steps_per_epoch);
+        self.opt.set_lr(lr);
+        tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
+        let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
+        let StepOutput { loss, z, mut metrics } = t.forward(batch, &mut rng, self.channels_last, self.autocast)?;
+        let ls = loss.size();
+        if !(ls.is_empty() || ls == [1]) {
+            return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
+        }
+        metrics.extend(backward_and_step(&loss, &mut self.opt, self.scaler.as_mut(), cfg.grad_clip)?);
+        t.after_step(step, self.total)?;
+        self.log.pending.push(PendingStep::new(step, epoch, lr, batch.len(), &loss, z.as_ref(), metrics, self.device)?);
+        self.step += 1;
+        Ok(())
+    }
+
+    /// What follows a step: the log window's flush, the epoch's record when the epoch is done,
+    /// the stop (at `stop_at`, the time budget, a stop request) and a checkpoint at the stop or
+    /// when one is due. Returns whether the call stops here.
+    fn after_step<T: Trainee + ?Sized>(&mut self, t: &mut T, epoch: usize, clock: &EpochClock) -> Result<bool> {
+        let cfg = self.cfg;
+        let epoch_done = self.step - epoch * self.plan.steps_per_epoch == self.plan.steps_per_epoch;
+        if self.log.pending.len() >= cfg.log_every || epoch_done {
+            self.log.flush(&self.plan, self.last_checkpoint)?;
+        }
+        if epoch_done {
+            end_epoch(t, &mut self.log, cfg, epoch, self.step >= self.total, clock.seconds())?;
+        }
+        self.budget_hit = cfg.time_budget_secs.is_some_and(|b| self.started.elapsed().as_secs_f64() >= b);
+        self.interrupted = super::stop_requested();
+        let stop = self.step >= self.plan.stop_at || self.budget_hit || self.interrupted;
+        let periodic = cfg.checkpoint_every_steps.is_some_and(|n| self.step % n == 0)
+            || cfg.checkpoint_every_secs.is_some_and(|s| self.last_save.elapsed().as_secs_f64() >= s);
+        if stop || periodic {
+            // Read (and check) every step before saving weights that went through them.
+            self.log.flush(&self.plan, self.last_checkpoint)?;
+            let epoch_seconds = if epoch_done { 0.0 } else { clock.seconds() };
+            self.checkpoint(t, epoch_seconds)?;
+        }
+        Ok(stop)
+    }
+
+    /// Saves the weights, the trainee's state, the optimizer's state and the run's record at
+    /// the current step (after a flush), unless a tensor is no longer finite.
+    fn checkpoint<T: Trainee + ?Sized>(&mut self, t: &T, epoch_seconds: f64) -> Result<()> {
+        let (step, out_dir) = (self.step, self.plan.out_dir);
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT_VERSION,
+            kind: t.kind().into(),
+            method: t.name(),
+            step,
+            total_steps: self.total,
+            steps_per_epoch: self.plan.steps_per_epoch,
+            finished: step >= self.total,
+            epoch_seconds,
+            loss_scaler: self.scaler.clone(),
+            config: self.cfg.clone(),
+            history: self.log.history.clone(),
+            identity: Some(self.identity.clone()),
+        };
+        let ck = Checkpoint { meta, online: store_vars(t.vars()), state: t.state(), optimizer: self.opt.state() };
+        let groups = [("online", &ck.online[..]), ("state", &ck.state[..]), ("optim", &ck.optimizer[..])];
+        if let Some(name) = checkpoint::first_non_finite(&groups)? {
+            return Err(non_finite_weights(
+                &name,
+                step,
+                self.last_checkpoint,
+                self.log.first_non_finite.as_ref(),
+                out_dir,
+            ));
+        }
+        ck.save(out_dir)?;
+        self.log.writer.flush()?;
+        self.last_save = Instant::now();
+        self.last_checkpoint = Some(step);
+        self.log.restart_clock();
+        Ok(())
+    }
+
+    /// The end of the call: on an error, the steps still waiting on the device are logged (a
+    /// non-finite loss among them is the cause to report); otherwise the history file is flushed
+    /// and the call says where it stopped — an interrupted run returns [`Error::Interrupted`].
+    fn finish(mut self, outcome: Result<()>) -> Result<History> {
+        if let Err(e) = outcome {
+            return Err(match self.log.flush(&self.plan, self.last_checkpoint) {
+                Err(d @ Error::Diverged(_)) => d,
+                _ => e,
+            });
+        }
+        self.log.writer.flush()?;
+        let (step, total, out_dir) = (self.step, self.total, self.plan.out_dir);
+        if self.interrupted && step < total {
+            return Err(Error::Interrupted(format!(
+                "stopped at step {step} of {total} with a checkpoint in {}; run the same command (or call) again to \
+                 continue from there",
+                out_dir.display()
+            )));
+        }
+        if step >= total {
+            self.log.progress.message(&format!("finished {total} steps; checkpoint in {}", out_dir.display()));
+        } else if self.budget_hit || !self.chunked {
+            let why = if self.budget_hit { "time budget reached" } else { "max_steps reached" };
+            self.log.progress.message(&format!(
+                "{why}: stopped at step {step} of {total} with a checkpoint in {}; run the same call again to continue",
+                out_dir.display()
+            ));
+        }
+        Ok(self.log.history)
+    }
 }
 
 /// The epoch record of `epoch` (all its steps flushed already): mean loss, the trainee's

@@ -60,7 +60,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use collapse::{healthy_std, std_of_l2_normalized, std_of_l2_normalized_tensor, CollapseMonitor};
 pub use history::{EpochRecord, History, Record, StepRecord};
 pub use identity::RunIdentity;
-pub use knn::{knn_accuracy, KnnConfig};
+pub use knn::{backbone_knn_accuracy, KnnConfig};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
 pub use scale::Scale;
 pub use schedule::{cosine_lr, one_cycle_lr, step_decay_lr, LrSchedule};

@@ -1,7 +1,9 @@
 //! A one-line progress bar rewritten with `\r` (works in a terminal and in a notebook's stdout),
 //! printed at most every `log_every` steps and at most about once a second, plus one summary
-//! line per epoch (EVCXR.md: print sparingly).
-use std::io::Write;
+//! line per epoch (EVCXR.md: print sparingly). The line itself is written by
+//! [`crate::progress::StatusLine`], the printer the downloader uses too.
+pub(crate) use crate::progress::duration;
+use crate::progress::StatusLine;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -12,17 +14,7 @@ pub(crate) struct Progress {
     first_step: usize,
     last_print: Option<Instant>,
     last_step: usize,
-    width: usize,
-}
-
-/// "1h02m", "3m05s", "42s".
-pub(crate) fn duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
+    line: StatusLine,
 }
 
 /// What the bar shows.
@@ -47,21 +39,8 @@ impl Progress {
             first_step,
             last_print: None,
             last_step: first_step,
-            width: 0,
+            line: StatusLine::default(),
         }
-    }
-
-    fn print(&mut self, text: &str, newline: bool) {
-        let pad = self.width.saturating_sub(text.chars().count());
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\r{text}{}", " ".repeat(pad));
-        if newline {
-            let _ = writeln!(out);
-            self.width = 0;
-        } else {
-            self.width = text.chars().count();
-        }
-        let _ = out.flush();
     }
 
     /// Redraws the bar if `every` steps and ~1 s passed since the last draw (or `force`).
@@ -95,13 +74,13 @@ impl Progress {
             l.images_per_sec,
             duration(eta)
         );
-        self.print(&text, false);
+        self.line.redraw(&text);
     }
 
     /// A line that stays (epoch summary, resume notice, warning).
     pub(crate) fn message(&mut self, text: &str) {
         if self.enabled {
-            self.print(text, true);
+            self.line.finish(text);
         }
     }
 }
@@ -110,7 +89,7 @@ impl Progress {
     /// A warning: printed on its own line even when the bar is off.
     pub(crate) fn warn(&mut self, text: &str) {
         if self.enabled {
-            self.print(text, true);
+            self.line.finish(text);
         } else {
             println!("{text}");
         }

@@ -3,9 +3,18 @@
 //! - [`Image`], [`Html`], [`Table`], [`Figure`]: the display family. The last expression of an
 //!   evcxr cell that is one of these appears under the cell (PNG or HTML); `save` writes it.
 //! - [`image_grid`] / [`show_images`]: a batch of images with captions (S0.6).
+//! - How the other layers' values look: `ImageSet::show`, `augment::ViewGrid`, `History::plot`
+//!   and `plot_z_std`, `eval::Comparison` and the eval reports' `table`/`series`, and the
+//!   `Environment` table. They are inherent methods of those types, written here (`show.rs`,
+//!   `history.rs`, `reports.rs`) because this is the layer that draws and no layer below it may
+//!   import it; a notebook calls them as before.
 pub mod display;
 pub mod figure;
 pub mod grid;
+// The display methods of the lower layers' values (inherent impls; see each file).
+mod history;
+mod reports;
+mod show;
 
 pub use display::{escape_html, Html, Image, Payload, Table};
 pub use figure::{Figure, Plot};
