@@ -5,7 +5,7 @@
 //! Categories are discrete, so each sits at an integer position with its name under it, and a
 //! group's bars share one palette colour with a legend entry. The value is written above each
 //! bar: a histogram of 50 images is read by its counts, not by a y-axis tick.
-use super::figure::{plot_err, Figure, Plot};
+use super::figure::{draw_legend, plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -189,14 +189,7 @@ impl Plot for Chart<'_> {
             chart.draw_series(labels).map_err(plot_err)?;
         }
         if self.groups.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(plot_err)?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! into a cell all become [`Series`], so any of them is one call away from a plot. Several runs
 //! share one plot with a legend; colours come from the colour-blind-safe
 //! [`palette`](super::palette) in the order the series are given.
-use super::figure::{plot_err, Figure, Plot};
+use super::figure::{draw_legend, plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
@@ -268,14 +268,7 @@ impl Lines<'_> {
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, style.filled()))).map_err(plot_err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart)?;
         Ok(())
     }
 
@@ -332,14 +325,7 @@ impl Lines<'_> {
                     .map_err(plot_err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart)?;
         Ok(())
     }
 }

@@ -10,6 +10,21 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// The legend of every plot with named series: upper right, on a translucent white box with a
+/// grey border, so that it stays readable where it covers a line or a bar.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(plot_err)
+}
+
 /// Something that can draw itself on any plotters backend.
 pub trait Plot {
     /// Draws on `area` (already filled white).
