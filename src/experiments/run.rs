@@ -71,7 +71,7 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<(Device, String)> {
         match self {
             DeviceChoice::Cpu => Ok((Device::Cpu, "--device cpu".into())),
-            DeviceChoice::Cuda if crate::device::cuda_device_count() > 0 => Ok((Device::Cuda(0), "--device cuda".into())),
+            DeviceChoice::Cuda if crate::device::is_usable(Device::Cuda(0)) => Ok((Device::Cuda(0), "--device cuda".into())),
             DeviceChoice::Cuda => Err(Error::Config(
                 "--device cuda: libtorch sees no usable CUDA device here. Check nvidia-smi, and that \
                  LD_LIBRARY_PATH points at the GPU machine's torch/lib (docs/gpu.md); or use --device cpu / auto"
