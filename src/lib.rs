@@ -47,6 +47,7 @@
 
 pub mod augment;
 pub mod check;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod device;

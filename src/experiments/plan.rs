@@ -20,6 +20,7 @@ fn supervised_epochs(s: Scale) -> usize {
 }
 
 /// What each scale runs, in words (the `--scale` help of `selfsup-results`).
+#[cfg(any(feature = "cli", test))]
 pub(crate) fn scales_help() -> String {
     let e = |s: Scale| (ssl_epochs(s), supervised_epochs(s));
     let ((sl, ul), (sd, ud), (sf, uf)) = (e(Scale::Lesson), e(Scale::Demo), e(Scale::Full));

@@ -1,6 +1,8 @@
 //! The experiments' run, one function per phase: the supervised baseline, the three
 //! pre-trainings, the probes, the fine-tunings, then the verdicts and the report.
-use super::plan::{scales_help, Plan};
+#[cfg(feature = "cli")]
+use super::plan::scales_help;
+use super::plan::Plan;
 use super::report::{accuracy_of, Experiment, Report};
 use super::verdicts::{Comparison, Conclusion, ZStd};
 use super::{date_utc, git_commit, Machine};
@@ -14,46 +16,49 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Device;
 
+#[cfg(feature = "cli")]
 const AFTER_HELP: &str = "Data: STL-10 from assets/data/stl10_binary (or $SELFSUP_DATA) when present, else the embedded \
 shapes dataset. Running the same command again loads the finished trainings from their checkpoints in DIR and only \
 redoes the (fast) probes and the report.";
 
 /// The options of a run (`selfsup-results`' command line).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Parser))]
+#[cfg_attr(feature = "cli", command(
     name = "selfsup-results",
     about = "selfsup-results: the seeds' experiments end to end, and which of their conclusions hold",
     after_help = AFTER_HELP,
     args_override_self = true
-)]
+))]
 pub struct ResultsConfig {
     /// The size of the experiments [$SELFSUP_SCALE, else smoke]
-    #[arg(long, value_enum, ignore_case = true, value_name = "S", long_help = format!("The size of the experiments [$SELFSUP_SCALE, else smoke]:\n{}", scales_help()))]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, ignore_case = true, value_name = "S", long_help = format!("The size of the experiments [$SELFSUP_SCALE, else smoke]:\n{}", scales_help())))]
     pub scale: Option<Scale>,
     /// Run folder: checkpoints, results.md, results.json [runs/results-<scale>, or ...-x<F> when shortened]
-    #[arg(long, value_name = "DIR")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
     pub out: Option<PathBuf>,
     /// Where to compute (auto: CUDA when usable, else the CPU)
-    #[arg(long, value_enum, ignore_case = true, value_name = "D", default_value_t = DeviceChoice::Auto)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, ignore_case = true, value_name = "D", default_value_t = DeviceChoice::Auto))]
     pub device: DeviceChoice,
     /// Multiply every epoch count by F (at least 1 epoch each), to shorten a run; the report says so
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = crate::cli::positive_number, allow_negative_numbers = true)]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F", default_value_t = 1.0, value_parser = crate::cli::positive_number, allow_negative_numbers = true))]
     pub epochs_factor: f64,
     /// Draw the embedded dataset at N x N px instead of the scale's size, keeping torchvision's
     /// ResNet-18 (ImageNet stem): at 32 a step costs about a ninth of 96's, for a longer run on a
     /// CPU (no effect on real STL-10) [the scale's size]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=256), allow_negative_numbers = true)]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=256), allow_negative_numbers = true))]
     pub image_size: Option<u32>,
     /// Seed of training, augmentation and the random baseline
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", default_value_t = 0))]
     pub seed: u64,
     /// How to name the machine in the report [detected CPU/GPU model]
-    #[arg(long, value_name = "TEXT")]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "TEXT"))]
     pub machine: Option<String>,
 }
 
 /// Where a run computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     /// The CPU.
     Cpu,
