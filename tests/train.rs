@@ -39,7 +39,17 @@ mod common;
 ///     # LARS (eta=0.001, momentum=0.9) with weight_decay_filter and lars_adaptation_filter
 ///     # = exclude_bias_and_norm (p.ndim == 1)
 /// ```
+///
+/// Each case runs both ways of getting the gradients, which must agree bit for bit: the
+/// optimizer's own [`Optimizer::backward`] (the engine's) and `zero_grad` + `loss.backward()`.
 fn run_optimizer(config: OptimizerConfig, lr: f64, wd: f64) -> Result<Vec<f32>> {
+    let held = run_optimizer_with(config.clone(), lr, wd, true)?;
+    let through_grad = run_optimizer_with(config, lr, wd, false)?;
+    assert_eq!(held, through_grad, "Optimizer::backward and zero_grad + backward() disagree");
+    Ok(held)
+}
+
+fn run_optimizer_with(config: OptimizerConfig, lr: f64, wd: f64, held: bool) -> Result<Vec<f32>> {
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let w = root.var_copy("weight", &Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25]).view([2, 2]));
@@ -52,11 +62,15 @@ fn run_optimizer(config: OptimizerConfig, lr: f64, wd: f64) -> Result<Vec<f32>> 
     let mut opt = Optimizer::new(&vs, &config, wd, &[])?;
     opt.set_lr(lr);
     for (gw, gb) in grads {
-        opt.zero_grad();
         // d/dw sum(w * gw) = gw
         let loss = (&w * Tensor::from_slice(&gw).view([2, 2])).sum(Kind::Float)
             + (&b * Tensor::from_slice(&gb)).sum(Kind::Float);
-        loss.backward();
+        if held {
+            opt.backward(&loss)?;
+        } else {
+            opt.zero_grad();
+            loss.backward();
+        }
         opt.step()?;
     }
     let mut out = Vec::<f32>::try_from(&w.detach().flatten(0, -1))?;
@@ -69,6 +83,41 @@ fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((*g as f64 - w).abs() <= tol, "{what}[{i}]: got {g}, PyTorch {w}");
     }
+}
+
+/// PyTorch's default `zero_grad(set_to_none=True)`: a variable the loss does not reach gets no
+/// gradient and the step leaves it alone, weight decay and momentum included; the variables' own
+/// `.grad()` stays untouched by [`Optimizer::backward`].
+#[test]
+fn a_variable_the_loss_does_not_reach_is_left_alone() -> Result<()> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let used = vs.root().var_copy("used", &Tensor::from_slice(&[1.0f32, 2.0]));
+    let unused = vs.root().var_copy("unused", &Tensor::from_slice(&[3.0f32, -4.0]));
+    let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 0.1, &[])?;
+    opt.set_lr(0.5);
+    for _ in 0..3 {
+        opt.backward(&used.square().sum(Kind::Float))?;
+        opt.step()?;
+    }
+    assert_eq!(Vec::<f32>::try_from(&unused.detach())?, vec![3.0, -4.0]);
+    assert!(!used.grad().defined() && !unused.grad().defined(), "backward wrote into .grad()");
+    // The used one moved: w ← w − lr·(2w + wd·w) with momentum, from (1, 2).
+    let moved = Vec::<f32>::try_from(&used.detach())?;
+    assert!(moved[0] < 1.0 && moved[1] < 2.0, "{moved:?}");
+    // Autograd hands `w1 + w2` one gradient tensor for both, and `w.sum()` an expanded view: each
+    // variable must still get a gradient of its own, so that in-place clipping scales each once.
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let (w1, w2) = (vs2.root().zeros("w1", &[2]), vs2.root().zeros("w2", &[2]));
+    let mut opt2 = Optimizer::new(&vs2, &OptimizerConfig::sgd(0.0), 0.0, &[])?;
+    opt2.backward(&((&w1 + &w2) * Tensor::from_slice(&[3.0f32, 1.0])).sum(Kind::Float))?; // (3, 1) each: norm √20
+    let norm = opt2.clip_grad_norm(1.0)?;
+    assert!((norm - 20f64.sqrt()).abs() < 1e-5, "{norm}");
+    assert!((opt2.grad_norm() - 1.0).abs() < 1e-5, "clipped norm {}", opt2.grad_norm());
+    // A loss that reaches no trainable weight is a clear error, not an autograd panic.
+    let frozen = Tensor::from_slice(&[1.0f32]).sum(Kind::Float);
+    let e = opt.backward(&frozen).unwrap_err().to_string();
+    assert!(e.contains("does not depend on any trainable weight"), "{e}");
+    Ok(())
 }
 
 #[test]

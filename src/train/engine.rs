@@ -231,9 +231,10 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
     }
 }
 
-/// Backward pass and optimizer step, as every training step of the engine takes them: zero the
-/// gradients, backward (of the scaled loss with an fp16 [`LossScaler`], then unscale and skip the
-/// step when a gradient is not finite), clip the gradient norm when asked, step. Returns what is
+/// Backward pass and optimizer step, as every training step of the engine takes them: the
+/// gradients through [`Optimizer::backward`] (held by the optimizer, never zeroed and added
+/// into; of the scaled loss with an fp16 [`LossScaler`], then unscaled, and the step skipped
+/// when a gradient is not finite), the gradient norm clipped when asked, then the step. Returns what is
 /// worth logging: `loss_scale`, `skipped_step` (known on the host) and `grad_norm` (left on the
 /// device). The benchmark calls it too, so it times exactly this code.
 ///
@@ -243,7 +244,7 @@ impl<F: Fn(&Tensor, bool) -> Result<Tensor>> Trainee for SupervisedTrainee<'_, F
 /// `GradScaler.step`, which reads its `found_inf`). bf16 and f32 need no loss scaling.
 ///
 /// # Errors
-/// Those of [`Optimizer::clip_grad_norm_tensor`] and [`Optimizer::step`].
+/// Those of [`Optimizer::backward`], [`Optimizer::clip_grad_norm_tensor`] and [`Optimizer::step`].
 pub fn backward_and_step(
     loss: &Tensor,
     opt: &mut Optimizer,
@@ -251,18 +252,17 @@ pub fn backward_and_step(
     grad_clip: Option<f64>,
 ) -> Result<StepMetrics> {
     let mut metrics = StepMetrics::new();
-    opt.zero_grad();
     let mut apply = true;
     match scaler {
         Some(s) => {
-            (loss * s.scale).backward();
+            opt.backward(&(loss * s.scale))?;
             opt.scale_grads(1.0 / s.scale);
             let finite = opt.grads_finite(); // the unavoidable sync, see above
             s.update(finite);
             apply = finite;
             metrics = metrics.with("loss_scale", s.scale);
         }
-        None => loss.backward(),
+        None => opt.backward(loss)?,
     }
     if apply {
         if let Some(max) = grad_clip {

@@ -183,6 +183,9 @@ struct Param {
     buf1: Option<Tensor>,
     /// Adam's second moment.
     buf2: Option<Tensor>,
+    /// The gradient of the last [`Optimizer::backward`], until the next [`Optimizer::step`]
+    /// takes it; `None` makes the optimizer read the variable's own `.grad()` instead.
+    grad: Option<Tensor>,
 }
 
 /// An optimizer over the trainable variables of a `VarStore`; see the module doc.
@@ -194,6 +197,9 @@ struct Param {
 /// let w = vs.root().zeros("w", &[3]);
 /// let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 1e-4, &[])?;
 /// opt.set_lr(0.1);
+/// opt.backward(&(&w - 1.0).square().sum(Kind::Float))?; // the gradients, held by the optimizer
+/// opt.step()?;
+/// // or PyTorch's way, through the variables' own `.grad()`:
 /// opt.zero_grad();
 /// (&w - 1.0).square().sum(Kind::Float).backward();
 /// opt.step()?;
@@ -260,7 +266,7 @@ impl Optimizer {
             .into_iter()
             .map(|(name, tensor)| {
                 let group = all_groups.iter().position(|g| g.matches(&name)).unwrap_or(default);
-                Param { name, tensor, group, buf1: None, buf2: None }
+                Param { name, tensor, group, buf1: None, buf2: None, grad: None }
             })
             .collect();
         Ok(Optimizer { config: config.clone(), weight_decay, groups: all_groups, params, lr: 0.0, steps: 0 })
@@ -287,20 +293,72 @@ impl Optimizer {
         self.params.iter().map(|p| (p.name.clone(), self.groups[p.group].name.clone())).collect()
     }
 
-    /// Zeroes the gradients (PyTorch's `zero_grad(set_to_none=False)`).
+    /// Zeroes the variables' own gradients (PyTorch's `zero_grad(set_to_none=False)`), for a
+    /// step through `loss.backward()`, and drops those of [`Optimizer::backward`].
     ///
     /// Deviation: PyTorch now sets gradients to `None` by default, which also skips variables
-    /// that received no gradient in the next step; tch cannot drop a gradient, so here they get
-    /// zeros (only weight decay and momentum then move them).
+    /// that received no gradient in the next step; tch cannot drop a variable's gradient, so here
+    /// they get zeros (only weight decay and momentum then move them). [`Optimizer::backward`]
+    /// behaves as PyTorch's default.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
+            p.grad = None;
             p.tensor.zero_grad();
         }
     }
 
-    /// The defined gradients, in parameter order.
+    /// The gradients of `loss` with respect to every optimised variable, computed by autograd
+    /// and held by the optimizer for the next [`Optimizer::step`] (and for clipping, scaling,
+    /// the finiteness check in between). The variables' own `.grad()` is left alone.
+    ///
+    /// This is the engine's backward pass. It costs less than `zero_grad` + `loss.backward()` on
+    /// the CPU: that pair writes zeros into every gradient, then adds the new gradient into them
+    /// (two passes over all weights), where autograd hands these gradients over as computed,
+    /// as PyTorch does after its default `zero_grad(set_to_none=True)`. Likewise, a variable
+    /// the loss does not reach gets no gradient, and the step leaves it (and its momentum) as it is.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the loss depends on no trainable weight (computed under `no_grad`,
+    /// or from frozen weights only); [`Error::Torch`] from autograd.
+    pub fn backward(&mut self, loss: &Tensor) -> Result<()> {
+        if !loss.requires_grad() {
+            return Err(config_err!(
+                "backward: the loss does not depend on any trainable weight (computed under no_grad, or from frozen weights only)"
+            ));
+        }
+        let inputs: Vec<&Tensor> = self.params.iter().map(|p| &p.tensor).collect();
+        let grads = Tensor::f_run_backward(&[loss], &inputs, false, false)?;
+        // The optimizer updates these in place (clipping, unscaling, weight decay), so each must
+        // own its memory, as PyTorch's AccumulateGrad makes sure before it keeps a gradient: autograd
+        // may hand over an expanded view (of `w.sum()`) or one tensor for two variables (`w1 + w2`).
+        let mut seen = std::collections::HashSet::new();
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let g = if !g.defined() {
+                g
+            } else if !g.is_contiguous() {
+                g.f_contiguous()? // a copy of its own
+            } else if !seen.insert(g.data_ptr() as usize) {
+                g.copy()
+            } else {
+                g
+            };
+            p.grad = Some(g); // undefined when the loss does not reach the variable
+        }
+        Ok(())
+    }
+
+    /// A variable's current gradient: the one [`Optimizer::backward`] computed, else its own
+    /// `.grad()` (undefined when there is none).
+    fn grad_of(p: &Param) -> Tensor {
+        match &p.grad {
+            Some(g) => g.shallow_clone(),
+            None => p.tensor.grad(),
+        }
+    }
+
+    /// The defined gradients, in parameter order (sharing storage: in-place changes stick).
     fn grads(&self) -> Vec<Tensor> {
-        self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect()
+        self.params.iter().map(Self::grad_of).filter(Tensor::defined).collect()
     }
 
     /// The global ℓ2 norm of all gradients (before clipping). Reads it from the device; the
@@ -394,7 +452,10 @@ impl Optimizer {
         let (config, groups, base_lr, base_wd) = (&self.config, &self.groups, self.lr, self.weight_decay);
         tch::no_grad(|| {
             for p in &mut self.params {
-                let g = p.tensor.grad();
+                let g = match p.grad.take() {
+                    Some(g) => g,
+                    None => p.tensor.grad(),
+                };
                 if !g.defined() {
                     continue;
                 }
@@ -405,7 +466,9 @@ impl Optimizer {
                     OptimizerConfig::Sgd { momentum, nesterov } => {
                         // d_p = grad + wd·p; buf = μ·buf + d_p (buf = d_p at first); p -= lr·d_p.
                         // One full-size temporary, as PyTorch's `grad.add(p, alpha=wd)`: on the CPU each
-                        // fresh temporary of a large weight costs page faults (bench_train_step).
+                        // fresh temporary of a large weight costs page faults (bench_train_step). Not
+                        // `addcmul_` into the gradient, which saves it but rounds differently (fused
+                        // multiply-add), so runs trained before would no longer replay bit for bit.
                         let d = if wd != 0.0 {
                             let mut d = &p.tensor * wd;
                             let _ = d.g_add_(&g);
