@@ -15,13 +15,37 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use selfsup::augment::Augment;
+use selfsup::data::synthetic::{self, SyntheticConfig};
+use selfsup::data::{Loader, LoaderConfig, Split};
 use selfsup::distributed::{shard_indices, Dist, DistConfig, ReduceOp};
-use selfsup::tch::{Device, Kind, Tensor};
+use selfsup::tch::{nn, nn::Module, Device, Kind, Tensor};
+use selfsup::train::{self, History, OptimizerConfig, TrainConfig};
+use std::sync::Arc;
 
 mod common;
 
 const SCENARIO: &str = "SELFSUP_DIST_TEST_SCENARIO";
 const TIMEOUT: &str = "SELFSUP_DIST_TEST_TIMEOUT_MS";
+const DIR: &str = "SELFSUP_DIST_TEST_DIR";
+
+/// A fresh folder for one test's run folders, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> anyhow::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("selfsup-dist-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -51,6 +75,18 @@ fn run_ranks(scenario: &str, world: usize, timeout: Duration, deadline: Duration
 
 /// As `run_ranks`, starting only `ranks` of the `world`.
 fn run_some_ranks(scenario: &str, ranks: &[usize], world: usize, timeout: Duration, deadline: Duration) -> anyhow::Result<Vec<RankRun>> {
+    run_ranks_in(scenario, ranks, world, timeout, deadline, None)
+}
+
+/// As `run_some_ranks`, with `SELFSUP_DIST_TEST_DIR` set to `dir` (the ranks' run folders).
+fn run_ranks_in(
+    scenario: &str,
+    ranks: &[usize],
+    world: usize,
+    timeout: Duration,
+    deadline: Duration,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<RankRun>> {
     let port = free_port().to_string();
     let exe = std::env::current_exe()?;
     let start = Instant::now();
@@ -68,6 +104,8 @@ fn run_some_ranks(scenario: &str, ranks: &[usize], world: usize, timeout: Durati
             .env("MASTER_PORT", &port)
             .env_remove("GLOO_SOCKET_IFNAME")
             .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+            .env(DIR, dir.map(|d| d.as_os_str().to_owned()).unwrap_or_default())
+            .env("OMP_NUM_THREADS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,13 +233,17 @@ fn from_env_names_the_missing_variable_and_torchrun() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn torchrun_launches_two_ranks() -> anyhow::Result<()> {
-    let torchrun = std::env::var_os("VIRTUAL_ENV")
+/// The venv's torchrun, or one on the PATH.
+fn find_torchrun() -> Option<PathBuf> {
+    std::env::var_os("VIRTUAL_ENV")
         .map(|v| PathBuf::from(v).join("bin/torchrun"))
         .filter(|p| p.exists())
-        .or_else(|| std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("torchrun")).find(|p| p.exists()));
-    let Some(torchrun) = torchrun else {
+        .or_else(|| std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("torchrun")).find(|p| p.exists()))
+}
+
+#[test]
+fn torchrun_launches_two_ranks() -> anyhow::Result<()> {
+    let Some(torchrun) = find_torchrun() else {
         common::tool_present("torchrun_launches_two_ranks", false, "torchrun (the venv's) not found");
         return Ok(());
     };
@@ -245,6 +287,174 @@ fn shards_together_are_the_single_process_batches() -> anyhow::Result<()> {
 }
 
 #[test]
+fn loader_shards_together_are_the_single_process_batches() -> anyhow::Result<()> {
+    // The engine's sampler: 2 ranks, global batch 6 from 100 images (16 steps, 4 images left).
+    let set = synthetic::load(Split::Train, &SyntheticConfig::tiny())?;
+    let cfg = LoaderConfig::train(6).seed(3).prefetch(0);
+    let single = Loader::new(&set, &cfg, Device::Cpu)?;
+    let ranks: Vec<Loader> = (0..2).map(|r| Loader::new(&set, &cfg, Device::Cpu)?.shard(r, 2)).collect::<Result<_, _>>()?;
+    ensure!(ranks.iter().all(|l| l.batches_per_epoch() == single.batches_per_epoch()));
+    let indices = |l: &Loader| -> anyhow::Result<Vec<Vec<i64>>> {
+        l.epoch(1)?.map(|b| Ok(b?.indices)).collect::<anyhow::Result<_>>()
+    };
+    let (whole, r0, r1) = (indices(&single)?, indices(&ranks[0])?, indices(&ranks[1])?);
+    ensure!(whole.len() == 16 && r0.len() == 16 && r1.len() == 16);
+    for (s, batch) in whole.iter().enumerate() {
+        let mut together = [r0[s].clone(), r1[s].clone()].concat();
+        let mut expected = batch.clone();
+        together.sort();
+        expected.sort();
+        ensure!(r0[s].len() == 3 && together == expected, "step {s}: {r0:?} + {r1:?} vs {batch:?}");
+    }
+    ensure!(Loader::new(&set, &LoaderConfig::train(5), Device::Cpu)?.shard(0, 2).is_err(), "5 does not split in 2");
+    Ok(())
+}
+
+/// Two ranks with 8 images each against one process with the global batch of 16, through
+/// `train_supervised`: after 5 steps the same weights within float32 round-off, and the same
+/// logged losses (rank 0 logs the ranks' mean). The model is linear, without BatchNorm: BN
+/// normalises over each rank's own 8 images, which makes 2 × 8 differ from 16; and the
+/// augmentation is deterministic (each rank draws its own random views, as DDP's workers do).
+/// The ranks start from different random weights, so rank 0's broadcast is needed too.
+#[test]
+fn two_ranks_train_like_one_process_with_the_global_batch() -> anyhow::Result<()> {
+    let dir = TempDir::new("supervised")?;
+    let runs = run_ranks_in("ddp_supervised", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    ensure!(runs[0].output.contains("rank 0 ddp_supervised ok"), "{}", describe(&runs));
+    ensure!(!dir.0.join("rank1").exists(), "rank 1 wrote its run folder:\n{}", describe(&runs));
+    let (weights, history) = supervised_run(&dir.0.join("single"), single_config(5), 0)?;
+    let (ddp_weights, ddp_history) = saved_supervised_run(&dir.0.join("ddp"))?;
+    ensure!(max_difference(&weights, &ddp_weights)? < 1e-5, "weights differ by {}", max_difference(&weights, &ddp_weights)?);
+    ensure!(history.steps.len() == 5 && ddp_history.steps.len() == 5);
+    for (a, b) in history.steps.iter().zip(&ddp_history.steps) {
+        ensure!((a.loss - b.loss).abs() < 1e-5, "step {}: loss {} vs {} (two ranks)", a.step, a.loss, b.loss);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_two_rank_run_resumes_with_one_process() -> anyhow::Result<()> {
+    // Two ranks train 3 steps and checkpoint; one process continues to 6; one process alone to 6.
+    let dir = TempDir::new("resume")?;
+    let runs = run_ranks_in("ddp_resume", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    let (resumed, history) = supervised_run(&dir.0.join("ddp"), single_config(6), 0)?;
+    ensure!(history.steps.len() == 6, "{} steps", history.steps.len());
+    let (whole, _) = supervised_run(&dir.0.join("single"), single_config(6), 0)?;
+    let diff = max_difference(&resumed, &whole)?;
+    ensure!(diff < 1e-5, "resumed weights differ by {diff}");
+    Ok(())
+}
+
+#[test]
+fn a_rank_killed_in_training_makes_the_other_fail_with_a_clear_error() -> anyhow::Result<()> {
+    let dir = TempDir::new("killed")?;
+    let runs = run_ranks_in("ddp_killed", &[0, 1], 2, Duration::from_secs(5), Duration::from_secs(90), Some(&dir.0))?;
+    ensure!(!runs[1].success, "rank 1 should have been killed:\n{}", describe(&runs));
+    let rank0 = &runs[0];
+    ensure!(
+        !rank0.success && rank0.output.contains("rank 0 of 2:") && rank0.output.contains("failed"),
+        "rank 0 should exit with a clear error:\n{}",
+        describe(&runs)
+    );
+    ensure!(rank0.elapsed < Duration::from_secs(60), "rank 0 took {:?}:\n{}", rank0.elapsed, describe(&runs));
+    eprintln!("rank 1 killed in training: {}", describe(std::slice::from_ref(rank0)));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- supervised runs
+
+/// The config of the supervised runs: global batch 16, SGD with momentum and weight decay.
+fn single_config(steps: usize) -> TrainConfig {
+    TrainConfig::tiny()
+        .batch_size(16)
+        .epochs(2)
+        .max_steps(steps)
+        .optimizer(OptimizerConfig::sgd(0.9))
+        .lr(0.05)
+        .progress(false)
+}
+
+/// A linear classifier of the 3×32×32 synthetic images, initialised from `init_seed`.
+fn linear_model(vs: &nn::VarStore, init_seed: i64) -> nn::Linear {
+    selfsup::tch::manual_seed(init_seed);
+    nn::linear(vs.root() / "fc", 3 * 32 * 32, 10, Default::default())
+}
+
+/// Trains the linear model in `out_dir` with `cfg`; its weights (by name) and history.
+fn supervised_run(out_dir: &std::path::Path, cfg: TrainConfig, init_seed: i64) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    supervised_run_with(out_dir, cfg, init_seed, &|| ())
+}
+
+fn supervised_run_with(
+    out_dir: &std::path::Path,
+    cfg: TrainConfig,
+    init_seed: i64,
+    each_forward: &dyn Fn(),
+) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    let set = synthetic::load(Split::Train, &SyntheticConfig::tiny())?;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let fc = linear_model(&vs, init_seed);
+    let history = train::train_supervised(
+        &vs,
+        |x, _train| {
+            each_forward();
+            Ok(fc.forward(&x.flatten(1, -1)))
+        },
+        &set,
+        None,
+        &Augment::new(),
+        &cfg,
+        out_dir,
+    )?;
+    Ok((sorted_vars(&vs), history))
+}
+
+/// The weights and history in a run folder.
+fn saved_supervised_run(out_dir: &std::path::Path) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = linear_model(&vs, 0);
+    let meta = train::checkpoint::load_online(out_dir, &vs)?;
+    Ok((sorted_vars(&vs), meta.history))
+}
+
+fn sorted_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+fn max_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> anyhow::Result<f64> {
+    ensure!(a.len() == b.len());
+    let mut max = 0.0f64;
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        ensure!(na == nb && ta.size() == tb.size(), "{na} {:?} vs {nb} {:?}", ta.size(), tb.size());
+        max = max.max((ta - tb).abs().max().double_value(&[]));
+    }
+    Ok(max)
+}
+
+/// A rank's side of the supervised tests: rank 0 trains in `<dir>/ddp`, rank 1 is given
+/// `<dir>/rank1`, which it must never create.
+fn ddp_supervised(dist: Dist, steps: usize) -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::var(DIR)?);
+    let rank = dist.rank();
+    let dist = Arc::new(dist);
+    let out = if rank == 0 { dir.join("ddp") } else { dir.join("rank1") };
+    let cfg = single_config(steps).distributed(dist.clone());
+    // Rank 0 starts where the single process starts; rank 1 elsewhere, until the broadcast.
+    let (weights, _) = supervised_run(&out, cfg, 100 * rank as i64)?;
+    // Both ranks hold the same weights, bit for bit (same start, same averaged gradients).
+    for (name, w) in &weights {
+        let all = dist.all_gather(&w.reshape([1, -1]))?;
+        ensure!(all.get(0).equal(&all.get(1)), "rank {rank}: '{name}' differs between the ranks");
+    }
+    println!("rank {rank} ddp_supervised ok");
+    Ok(())
+}
+
+#[test]
 fn says_whether_nccl_was_compiled() {
     // Recorded in the test log; NCCL itself needs a GPU per rank (docs/distributed.md).
     let build = selfsup::distributed::nccl_build();
@@ -281,6 +491,23 @@ fn worker() -> anyhow::Result<()> {
         "gather_with_grad" => gather_with_grad(&dist),
         "killed_0" => killed(&dist, 0),
         "killed_1" => killed(&dist, 1),
+        "ddp_supervised" => ddp_supervised(dist, 5),
+        "ddp_resume" => ddp_supervised(dist, 3),
+        "ddp_killed" => {
+            let dir = PathBuf::from(std::env::var(DIR)?);
+            let rank = dist.rank();
+            let calls = std::cell::Cell::new(0);
+            let kill = || {
+                calls.set(calls.get() + 1);
+                if rank == 1 && calls.get() == 3 {
+                    // SAFETY: kill(2) on this very process, as a crash or an OOM killer would.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
+            };
+            let cfg = single_config(50).epochs(20).distributed(Arc::new(dist));
+            supervised_run_with(&dir.join(format!("rank{rank}")), cfg, 0, &kill)?;
+            bail!("rank {rank} trained 50 steps although rank 1 was killed")
+        }
         "stalled_1" => {
             if dist.rank() == 1 {
                 // Long enough for rank 0 to time out, then leave without a collective.
