@@ -20,7 +20,10 @@ use selfsup::data::synthetic::{self, SyntheticConfig};
 use selfsup::data::{Loader, LoaderConfig, Split};
 use selfsup::distributed::{shard_indices, Dist, DistConfig, ReduceOp};
 use selfsup::tch::{nn, nn::Module, Device, Kind, Tensor};
-use selfsup::train::{self, History, OptimizerConfig, TrainConfig};
+use selfsup::losses::{barlow_twins_terms, cross_correlation, nt_xent, NtXentConfig};
+use selfsup::methods::across_ranks::{cross_correlation_across_ranks, nt_xent_across_ranks};
+use selfsup::methods::{Moco, MocoConfig, SslMethod};
+use selfsup::train::{self, DataParallel, History, Optimizer, OptimizerConfig, TrainConfig};
 use std::sync::Arc;
 
 mod common;
@@ -454,6 +457,124 @@ fn ddp_supervised(dist: Dist, steps: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SimCLR's gathered negatives and Barlow Twins' cross-correlation summed over ranks: two
+/// ranks of 6 rows against one process of 12, 4 SGD steps of a linear projection (no BatchNorm,
+/// which would normalise over each rank's rows; the methods' ResNets have it, hence the loss
+/// functions the methods call, on a model without it).
+#[test]
+fn simclr_and_barlow_twins_across_two_ranks_match_one_process() -> anyhow::Result<()> {
+    let runs = run_ranks("method_losses", 2, Duration::from_secs(30), Duration::from_secs(120))?;
+    all_succeed(&runs)?;
+    for run in &runs {
+        ensure!(run.output.contains(&format!("rank {} simclr ok", run.rank)), "{}", describe(&runs));
+        ensure!(run.output.contains(&format!("rank {} barlow_twins ok", run.rank)), "{}", describe(&runs));
+    }
+    Ok(())
+}
+
+/// MoCo on two ranks: after one step the queue of both ranks holds the keys of rank 0's images,
+/// then rank 1's (builder.py's `concat_all_gather`), each key computed with the BatchNorm of the
+/// shuffled share rank 0 drew (`_batch_shuffle_ddp`).
+#[test]
+fn moco_queue_holds_both_ranks_keys_in_rank_order() -> anyhow::Result<()> {
+    let runs = run_ranks("moco_queue", 2, Duration::from_secs(30), Duration::from_secs(150))?;
+    all_succeed(&runs)?;
+    for run in &runs {
+        ensure!(run.output.contains(&format!("rank {} moco_queue ok", run.rank)), "{}", describe(&runs));
+    }
+    Ok(())
+}
+
+/// A linear projection `[12] -> [5]` trained `steps` SGD steps on `(x1, x2)` with `loss`; the
+/// gradients averaged over the ranks when `par` is a job.
+fn train_projection(
+    x1: &Tensor,
+    x2: &Tensor,
+    par: &DataParallel,
+    steps: usize,
+    loss: &dyn Fn(&Tensor, &Tensor) -> anyhow::Result<Tensor>,
+) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    selfsup::tch::manual_seed(11);
+    let f = nn::linear(vs.root() / "g", 12, 5, Default::default());
+    let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 1e-4, &[])?;
+    opt.set_lr(0.1);
+    for _ in 0..steps {
+        opt.zero_grad();
+        loss(&f.forward(x1), &f.forward(x2))?.f_backward()?;
+        par.average_gradients(&opt)?;
+        opt.step()?;
+    }
+    Ok(sorted_vars(&vs))
+}
+
+fn method_losses(dist: Dist) -> anyhow::Result<()> {
+    let (rank, b) = (dist.rank() as i64, 6);
+    let dist = Arc::new(dist);
+    let par = DataParallel::new(dist.clone());
+    selfsup::tch::manual_seed(5);
+    let x1 = Tensor::randn([2 * b, 12], (Kind::Float, Device::Cpu)); // the whole batch, on every rank
+    let x2 = &x1 + Tensor::randn([2 * b, 12], (Kind::Float, Device::Cpu)) * 0.3;
+    let (m1, m2) = (x1.narrow(0, rank * b, b), x2.narrow(0, rank * b, b)); // this rank's rows
+    let single = DataParallel::default();
+    let tau = 0.5;
+
+    let across = train_projection(&m1, &m2, &par, 4, &|z1, z2| Ok(nt_xent_across_ranks(z1, z2, tau, &dist)?))?;
+    let alone = train_projection(&x1, &x2, &single, 4, &|z1, z2| Ok(nt_xent(z1, z2, &NtXentConfig { temperature: tau })?))?;
+    let diff = max_difference(&across, &alone)?;
+    ensure!(diff < 1e-5, "rank {rank}: SimCLR weights differ from one process's by {diff}");
+    println!("rank {rank} simclr ok ({diff:e})");
+
+    let bt_loss = |c: Tensor| -> anyhow::Result<Tensor> {
+        let (on, off) = barlow_twins_terms(&c)?;
+        Ok(on + off * 0.0051)
+    };
+    let across =
+        train_projection(&m1, &m2, &par, 4, &|z1, z2| bt_loss(cross_correlation_across_ranks(z1, z2, 1e-5, &dist)?))?;
+    let alone = train_projection(&x1, &x2, &single, 4, &|z1, z2| bt_loss(cross_correlation(z1, z2, 1e-5)?))?;
+    let diff = max_difference(&across, &alone)?;
+    ensure!(diff < 1e-5, "rank {rank}: Barlow Twins weights differ from one process's by {diff}");
+    println!("rank {rank} barlow_twins ok ({diff:e})");
+    Ok(())
+}
+
+fn moco_queue(dist: Dist) -> anyhow::Result<()> {
+    let (rank, n) = (dist.rank() as i64, 4);
+    let dist = Arc::new(dist);
+    selfsup::tch::manual_seed(0);
+    let mut moco = Moco::new(MocoConfig::tiny(), Device::Cpu)?; // the same weights on both ranks
+    moco.set_distributed(Some(dist.clone()))?;
+    selfsup::tch::manual_seed(1);
+    let v1_all = Tensor::randn([2 * n, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let v2_all = Tensor::randn([2 * n, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (v1, v2) = (v1_all.narrow(0, rank * n, n), v2_all.narrow(0, rank * n, n));
+    // The step's only random draw is rank 0's permutation of the 2N keys' images.
+    selfsup::tch::manual_seed(2);
+    moco.training_step(&v1, &v2)?;
+    selfsup::tch::manual_seed(2);
+    let shuffle = Tensor::randperm(2 * n, (Kind::Int64, Device::Cpu));
+
+    ensure!(moco.queue_ptr() == 2 * n, "rank {rank}: queue_ptr {}", moco.queue_ptr());
+    let queue = moco.queue().shallow_clone(); // [C, K]
+    let both = dist.all_gather(&queue.unsqueeze(0))?;
+    ensure!(both.get(0).equal(&both.get(1)), "rank {rank}: the ranks' queues differ");
+
+    // The keys as a single process computes them: each rank's shuffled share through the key
+    // encoder (still equal to the query encoder: no optimizer step yet), back in image order.
+    let keys = selfsup::tch::no_grad(|| -> anyhow::Result<Tensor> {
+        let shares: Vec<Tensor> = (0..2)
+            .map(|r| moco.query(&v2_all.index_select(0, &shuffle.narrow(0, r * n, n))))
+            .collect::<Result<_, _>>()?;
+        let k = selfsup::losses::l2_normalize(&Tensor::cat(&shares, 0))?; // [2N, C], shuffled order
+        Ok(k.index_select(0, &shuffle.argsort(0, false))) // [2N, C]: rank 0's images, then rank 1's
+    })?;
+    let written = queue.narrow(1, 0, 2 * n).tr(); // [2N, C]
+    let diff = (&written - &keys).abs().max().double_value(&[]);
+    ensure!(diff < 1e-5, "rank {rank}: the queue's new keys differ from rank 0's then rank 1's by {diff}");
+    println!("rank {rank} moco_queue ok");
+    Ok(())
+}
+
 #[test]
 fn says_whether_nccl_was_compiled() {
     // Recorded in the test log; NCCL itself needs a GPU per rank (docs/distributed.md).
@@ -492,6 +613,8 @@ fn worker() -> anyhow::Result<()> {
         "killed_0" => killed(&dist, 0),
         "killed_1" => killed(&dist, 1),
         "ddp_supervised" => ddp_supervised(dist, 5),
+        "method_losses" => method_losses(dist),
+        "moco_queue" => moco_queue(dist),
         "ddp_resume" => ddp_supervised(dist, 3),
         "ddp_killed" => {
             let dir = PathBuf::from(std::env::var(DIR)?);

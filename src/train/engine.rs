@@ -63,6 +63,12 @@ pub(crate) trait Trainee {
     /// the method's described settings (`Null` when it does not describe them), the
     /// augmentations and the starting weights' fingerprint where they are an input.
     fn identity_parts(&self) -> Result<IdentityParts>;
+    /// Joins the run's data-parallel job (one process: a job of one), so that a method computes
+    /// its batch-wide terms over every rank. Nothing by default.
+    fn join(&mut self, par: &DataParallel) -> Result<()> {
+        let _ = par;
+        Ok(())
+    }
 }
 
 /// The trainee's share of a [`RunIdentity`].
@@ -111,6 +117,12 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
     }
     fn after_step(&mut self, step: usize, total: usize) -> Result<()> {
         self.method.after_step(step, total)
+    }
+    fn join(&mut self, par: &DataParallel) -> Result<()> {
+        #[cfg(feature = "distributed")]
+        self.method.set_distributed(par.dist().cloned())?;
+        let _ = par;
+        Ok(())
     }
     fn identity_parts(&self) -> Result<IdentityParts> {
         let method = self.method.config_json();
@@ -406,6 +418,7 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     chunked: bool,
 ) -> Result<History> {
     cfg.validate()?;
+    t.join(&cfg.distributed)?;
     let mut setup = Setup::new(t, set, cfg, out_dir)?;
     let start = resume(t, cfg, out_dir, &mut setup)?;
     if cfg.distributed.is_parallel() {
