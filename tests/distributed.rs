@@ -575,6 +575,65 @@ fn moco_queue(dist: Dist) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `selfsup-train --nproc 2` trains 2 steps of SimCLR as two ranks (rank 0 writes the run
+/// folder); torchrun then starts the same command's ranks itself and continues the run to 3.
+#[test]
+fn selfsup_train_runs_with_nproc_and_under_torchrun() -> anyhow::Result<()> {
+    let dir = TempDir::new("selfsup-train")?;
+    let out = dir.0.join("run");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_selfsup-train"));
+    let args = |steps: &str| -> Vec<String> {
+        [
+            "--method", "simclr", "--dataset", "synthetic", "--subset", "32", "--image-size", "32", "-b", "8", "--epochs",
+            "1", "--max-steps", steps, "--precision", "off", "-j", "0", "--output",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let run = |command: &mut Command| -> anyhow::Result<String> {
+        let child = command
+            .env("OMP_NUM_THREADS", "1")
+            .env_remove("RANK")
+            .env_remove("WORLD_SIZE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, rx) = mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(180)) else {
+            // SAFETY: kill(2) of the child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            bail!("still running after 180 s (a hang), killed");
+        };
+        let out = out?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        ensure!(out.status.success(), "failed:\n{text}");
+        Ok(text)
+    };
+    let text = run(Command::new(&exe).args(args("2")).args(["--nproc", "2"]))?;
+    ensure!(text.contains("starting 2 processes") && text.contains("× 2 processes"), "{text}");
+    ensure!(train::checkpoint::load_history(&out)?.steps.len() == 2, "{text}");
+
+    let Some(torchrun) = find_torchrun() else {
+        common::tool_present("selfsup_train_runs_with_nproc_and_under_torchrun", false, "torchrun (the venv's) not found");
+        return Ok(());
+    };
+    let port = free_port().to_string();
+    let text = run(Command::new(&torchrun)
+        .args(["--no-python", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", &port])
+        .arg(&exe)
+        .args(args("3")))?;
+    let history = train::checkpoint::load_history(&out)?;
+    ensure!(history.steps.len() == 3 && history.steps[2].step == 2, "{text}");
+    ensure!(text.contains("resuming"), "{text}");
+    Ok(())
+}
+
 #[test]
 fn says_whether_nccl_was_compiled() {
     // Recorded in the test log; NCCL itself needs a GPU per rank (docs/distributed.md).

@@ -27,6 +27,7 @@
 //!
 //! Not for notebooks: a notebook is one process. Build with `--features distributed`.
 mod ffi;
+mod launch;
 mod sampler;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
+pub use launch::launch_local;
 pub use sampler::shard_indices;
 
 use crate::error::{config_err, Error, Result};
