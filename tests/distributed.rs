@@ -15,14 +15,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use selfsup::augment::Augment;
+use selfsup::augment::{Augment, Op, TwoViews};
 use selfsup::data::synthetic::{self, SyntheticConfig};
 use selfsup::data::{Loader, LoaderConfig, Split};
 use selfsup::distributed::{shard_indices, Dist, DistConfig, ReduceOp};
 use selfsup::tch::{nn, nn::Module, Device, Kind, Tensor};
 use selfsup::losses::{barlow_twins_terms, cross_correlation, nt_xent, NtXentConfig};
 use selfsup::methods::across_ranks::{cross_correlation_across_ranks, nt_xent_across_ranks};
-use selfsup::methods::{Moco, MocoConfig, SslMethod};
+use selfsup::methods::{Moco, MocoConfig, SimClr, SimClrConfig, SslMethod};
+use selfsup::models::ResNetConfig;
 use selfsup::train::{self, DataParallel, History, Optimizer, OptimizerConfig, TrainConfig};
 use std::sync::Arc;
 
@@ -485,6 +486,118 @@ fn moco_queue_holds_both_ranks_keys_in_rank_order() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Synchronised BatchNorm (`TrainConfig::sync_batch_norm`, `models::norm`) on two ranks against
+/// one process with the global batch:
+///
+/// - an MLP head with BatchNorm1d after both layers, trained 4 SGD steps with SimCLR's gathered
+///   negatives (2 ranks of 6 rows against 12): the same weights within 1e-5, and the gradient
+///   reaching the head's input (the path into a backbone) `world ×` the single process's;
+/// - SimCLR itself through `pretrain` (a ResNet-18 of width 8 and its head, BatchNorm in both),
+///   2 ranks of 4 images against 8: after one step the same weights and BN running statistics
+///   within 1e-6, and without synchronisation not (each rank's BN over its own images). One
+///   step: this tiny BN network's trajectory is chaotic in float32 — a relative perturbation of
+///   1e-7 of its initial weights moves its weights by 1e-5 to 1e-4 within three steps — so the
+///   step's gradient is what can be compared exactly. The views are deterministic (the image,
+///   and the image flipped), since each rank draws its own random ones.
+#[test]
+fn synchronised_batch_norm_trains_like_one_process() -> anyhow::Result<()> {
+    let runs = run_ranks("sync_bn_head", 2, Duration::from_secs(30), Duration::from_secs(120))?;
+    all_succeed(&runs)?;
+    let dir = TempDir::new("sync_bn")?;
+    let runs = run_ranks_in("sync_bn_simclr", &[0, 1], 2, Duration::from_secs(60), Duration::from_secs(240), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    ensure!(runs[0].output.contains("rank 0 sync_bn ok"), "{}", describe(&runs));
+    Ok(())
+}
+
+fn sync_bn_head(dist: Dist) -> anyhow::Result<()> {
+    use selfsup::models::heads::{HeadConfig, Mlp};
+    use selfsup::models::norm::with_sync_batch_norm;
+    let (rank, b) = (dist.rank() as i64, 6);
+    let dist = Arc::new(dist);
+    let head_config = HeadConfig { last_batch_norm: true, ..HeadConfig::simclr().for_features(16).out_dim(8) };
+    selfsup::tch::manual_seed(3);
+    let x = Tensor::randn([2 * b, 16], (Kind::Float, Device::Cpu)); // the whole batch, on every rank
+    let x_mine = x.narrow(0, rank * b, b);
+    let new_head = |vs: &nn::VarStore| {
+        selfsup::tch::manual_seed(4);
+        Mlp::new(&(vs.root() / "h"), &head_config)
+    };
+    // SimCLR's loss of the head's projections of two views (x, and x reversed and shifted).
+    let loss_of = |head: &Mlp, x: &Tensor, sync: Option<Arc<Dist>>| -> anyhow::Result<Tensor> {
+        let n = x.size()[0];
+        let views = Tensor::cat(&[x, &(x.flip([1]) * 0.5 + 1.0)], 0);
+        let z = with_sync_batch_norm(sync.clone(), || head.forward_t(&views, true))?; // [2n, 8]
+        let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n));
+        Ok(match &sync {
+            Some(d) => nt_xent_across_ranks(&z1, &z2, 0.5, d)?,
+            None => nt_xent(&z1, &z2, &NtXentConfig { temperature: 0.5 })?,
+        })
+    };
+
+    // The gradient at the input: rank r's rows get every rank's loss through the statistics.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let head = new_head(&vs)?;
+    let mine = x_mine.detach().set_requires_grad(true);
+    loss_of(&head, &mine, Some(dist.clone()))?.f_backward()?;
+    let whole = x.detach().set_requires_grad(true);
+    loss_of(&head, &whole, None)?.f_backward()?;
+    let expected = whole.grad().narrow(0, rank * b, b) * 2.0;
+    let diff = (mine.grad() - &expected).abs().max().double_value(&[]);
+    ensure!(diff < 1e-5, "rank {rank}: the input's gradient differs from 2 × one process's by {diff}");
+
+    // 4 SGD steps.
+    let train = |x: &Tensor, sync: Option<Arc<Dist>>| -> anyhow::Result<Vec<(String, Tensor)>> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = new_head(&vs)?;
+        let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 1e-4, &[])?;
+        opt.set_lr(0.1);
+        let par = sync.clone().map(DataParallel::new).unwrap_or_default();
+        for _ in 0..4 {
+            opt.zero_grad();
+            loss_of(&head, x, sync.clone())?.f_backward()?;
+            par.average_gradients(&opt)?;
+            opt.step()?;
+        }
+        Ok(sorted_vars(&vs))
+    };
+    let diff = max_difference(&train(&x_mine, Some(dist.clone()))?, &train(&x, None)?)?;
+    ensure!(diff < 1e-5, "rank {rank}: the head's weights (and BN statistics) differ from one process's by {diff}");
+    println!("rank {rank} sync_bn_head ok ({diff:e})");
+    Ok(())
+}
+
+fn sync_bn_simclr(dist: Dist) -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::var(DIR)?);
+    let rank = dist.rank();
+    let dist = Arc::new(dist);
+    let set = synthetic::load(Split::Unlabeled, &SyntheticConfig::tiny())?.head(64);
+    let augment = TwoViews::new(Augment::new(), Augment::new().then(Op::HorizontalFlip, 1.0));
+    let config = SimClrConfig::tiny().backbone(ResNetConfig::default().small_images(true).width(8));
+    let cfg = TrainConfig::tiny().batch_size(8).epochs(1).max_steps(1).optimizer(OptimizerConfig::sgd(0.9)).lr(0.01).progress(false);
+    let run = |cfg: TrainConfig, out: PathBuf, init_seed: i64| -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+        selfsup::tch::manual_seed(init_seed);
+        let mut simclr = SimClr::new(config.clone(), Device::Cpu)?;
+        let history = train::pretrain(&mut simclr, &set, &augment, &cfg, out)?;
+        Ok((sorted_vars(simclr.online()), history))
+    };
+    let folder = |name: &str| if rank == 0 { dir.join(name) } else { dir.join(format!("{name}_rank{rank}")) };
+    let (synced, synced_history) = run(cfg.clone().distributed(dist.clone()).sync_batch_norm(true), folder("synced"), 100 * rank as i64)?;
+    let (plain, _) = run(cfg.clone().distributed(dist.clone()), folder("plain"), 100 * rank as i64)?;
+    if rank != 0 {
+        ensure!(!folder("synced").exists() && !folder("plain").exists(), "rank {rank} wrote a run folder");
+        return Ok(());
+    }
+    let (single, history) = run(cfg, dir.join("single"), 0)?;
+    let (d_synced, d_plain) = (max_difference(&synced, &single)?, max_difference(&plain, &single)?);
+    ensure!(d_synced < 1e-6, "with SyncBatchNorm the weights differ from one process's by {d_synced}");
+    ensure!(d_plain > 1e-4, "without SyncBatchNorm the weights should differ, by {d_plain} only");
+    let (a, b) = (&history.steps[0], &synced_history.steps[0]);
+    ensure!((a.loss - b.loss).abs() < 1e-6, "loss {} vs {} (two ranks)", a.loss, b.loss);
+    println!("rank 0 sync_bn ok (synced {d_synced:e}, per-rank BN {d_plain:e})");
+    Ok(())
+}
+
 /// A linear projection `[12] -> [5]` trained `steps` SGD steps on `(x1, x2)` with `loss`; the
 /// gradients averaged over the ranks when `par` is a job.
 fn train_projection(
@@ -615,7 +728,7 @@ fn selfsup_train_runs_with_nproc_and_under_torchrun() -> anyhow::Result<()> {
         ensure!(out.status.success(), "failed:\n{text}");
         Ok(text)
     };
-    let text = run(Command::new(&exe).args(args("2")).args(["--nproc", "2"]))?;
+    let text = run(Command::new(&exe).args(args("2")).args(["--nproc", "2", "--sync-bn"]))?;
     ensure!(text.contains("starting 2 processes") && text.contains("× 2 processes"), "{text}");
     ensure!(train::checkpoint::load_history(&out)?.steps.len() == 2, "{text}");
 
@@ -674,6 +787,8 @@ fn worker() -> anyhow::Result<()> {
         "ddp_supervised" => ddp_supervised(dist, 5),
         "method_losses" => method_losses(dist),
         "moco_queue" => moco_queue(dist),
+        "sync_bn_simclr" => sync_bn_simclr(dist),
+        "sync_bn_head" => sync_bn_head(dist),
         "ddp_resume" => ddp_supervised(dist, 3),
         "ddp_killed" => {
             let dir = PathBuf::from(std::env::var(DIR)?);

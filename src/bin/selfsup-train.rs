@@ -199,6 +199,10 @@ struct MoreArgs {
     /// Needs a build with --features distributed; under torchrun, leave it out
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = selfsup::cli::at_least(1usize), allow_negative_numbers = true)]
     nproc: usize,
+    /// Synchronise BatchNorm over the processes (PyTorch's SyncBatchNorm; MoCo's keys keep their
+    /// shuffled BN). Data-parallel runs only
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 /// Rejects options that mean nothing for the chosen method, naming the option and what to do
@@ -375,6 +379,13 @@ fn role(a: &Args) -> Result<Role> {
         (false, 1) => Role::Alone,
         (false, n) => Role::Launcher(n),
     };
+    if a.more.sync_bn && matches!(role, Role::Alone) {
+        return Err(Error::Config(
+            "--sync-bn synchronises BatchNorm over the processes of a data-parallel run: add --nproc N (or start \
+             the command with torchrun)"
+                .into(),
+        ));
+    }
     if !cfg!(feature = "distributed") && !matches!(role, Role::Alone) {
         return Err(Error::Config(format!(
             "{} asks for data-parallel training, but this selfsup-train was built without it: build it with              `cargo build --release --features distributed --bin selfsup-train` (docs/distributed.md)",
@@ -401,21 +412,21 @@ fn launch(_nproc: usize) -> Result<()> {
 
 /// This rank's job and device, and the config that trains in it.
 #[cfg(feature = "distributed")]
-fn join(cfg: TrainConfig) -> Result<(TrainConfig, Device, bool)> {
+fn join(cfg: TrainConfig, sync_bn: bool) -> Result<(TrainConfig, Device, bool)> {
     let dist = std::sync::Arc::new(selfsup::distributed::Dist::from_env()?);
     let (device, main) = (dist.device(), dist.is_main());
-    Ok((cfg.distributed(dist), device, main))
+    Ok((cfg.distributed(dist).sync_batch_norm(sync_bn), device, main))
 }
 
 #[cfg(not(feature = "distributed"))]
-fn join(_cfg: TrainConfig) -> Result<(TrainConfig, Device, bool)> {
+fn join(_cfg: TrainConfig, _sync_bn: bool) -> Result<(TrainConfig, Device, bool)> {
     Err(Error::Config("data-parallel training needs a build with --features distributed".into()))
 }
 
 fn run(a: Args) -> Result<()> {
     let (cfg, device, main) = match role(&a)? {
         Role::Launcher(n) => return launch(n),
-        Role::Rank => join(train_config(&a))?,
+        Role::Rank => join(train_config(&a), a.more.sync_bn)?,
         Role::Alone => (train_config(&a), selfsup::pick_device(), true),
     };
     selfsup::cli::install_stop_handlers();

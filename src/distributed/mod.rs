@@ -442,6 +442,21 @@ impl Dist {
         group.gather_with_grad(tensor).map_err(|e| self.failed("gather_with_grad", backend, e))
     }
 
+    /// The sum of `tensor` over the ranks, differentiable: the backward sums the gradients
+    /// arriving at the result over the ranks too (an all-reduce whose gradient is an all-reduce,
+    /// as the statistics of PyTorch's `SyncBatchNorm`). Through [`Dist::gather_with_grad`], so it
+    /// moves `world ×` the tensor: for small tensors (per-channel statistics).
+    ///
+    /// # Shapes
+    /// Any `[...]` → the same.
+    ///
+    /// # Errors
+    /// As [`Dist::gather_with_grad`].
+    pub fn sum_with_grad(&self, tensor: &Tensor) -> Result<Tensor> {
+        let gathered = self.gather_with_grad(&tensor.unsqueeze(0))?; // [world, ...]
+        Ok(gathered.f_sum_dim_intlist([0i64].as_slice(), false, tensor.kind())?)
+    }
+
     /// Overwrites `tensor` on every rank with rank `root`'s, in place (the parameters at the
     /// start of data-parallel training). Checks the ranks' shapes first, as
     /// [`Dist::all_gather`] does.

@@ -14,8 +14,9 @@
 //!
 //! Each function gives the ranks, once the engine averages their gradients, the gradient of the
 //! single-process loss over the `W·N` batch (up to float round-off); tests/distributed.rs checks
-//! it against one process. BatchNorm layers inside the networks still normalise over each rank's
-//! own `N` images (no synchronised BN yet; docs/distributed.md).
+//! it against one process. BatchNorm layers inside the networks normalise over each rank's own
+//! `N` images unless the run synchronises them (`TrainConfig::sync_batch_norm`,
+//! [`crate::models::norm`]).
 use crate::distributed::{Dist, ReduceOp};
 use crate::error::{Error, Result};
 use crate::losses::l2_normalize;
@@ -64,13 +65,6 @@ pub fn nt_xent_across_ranks(z1: &Tensor, z2: &Tensor, temperature: f64, dist: &D
     Ok(logits.cross_entropy_for_logits(&positive)) // []
 }
 
-/// The sum of `t` over the ranks, differentiable: the backward sums the incoming gradients
-/// over the ranks too (an all-reduce whose gradient is an all-reduce, as `SyncBatchNorm`'s
-/// statistics). Through [`Dist::gather_with_grad`], so for small tensors (statistics).
-fn sum_over_ranks(t: &Tensor, dist: &Dist) -> Result<Tensor> {
-    Ok(dist.gather_with_grad(&t.unsqueeze(0))?.sum_dim_intlist([0i64].as_slice(), false, t.kind()))
-}
-
 /// Barlow Twins' cross-correlation of the `W·N` batch: each projection standardised with the
 /// batch's mean and (biased) variance over every rank (BatchNorm1d without affine, synchronised),
 /// `C = Σ_ranks z1ᵀ z2 / (W·N)` (the official code's `c = bn(z1).T @ bn(z2)`, `c.div_(batch_size)`,
@@ -98,9 +92,9 @@ pub fn cross_correlation_across_ranks(z1: &Tensor, z2: &Tensor, eps: f64, dist: 
         return Err(Error::shape("cross_correlation_across_ranks: batch statistics need two samples", "[N >= 2, D]", &z1.size()));
     }
     let standardize = |z: &Tensor| -> Result<Tensor> {
-        let mean = sum_over_ranks(&z.sum_dim_intlist([0i64].as_slice(), false, z.kind()), dist)? / total; // [D]
+        let mean = dist.sum_with_grad(&z.sum_dim_intlist([0i64].as_slice(), false, z.kind()))? / total; // [D]
         let centred = z - mean.unsqueeze(0); // [N, D]
-        let var = sum_over_ranks(&centred.square().sum_dim_intlist([0i64].as_slice(), false, z.kind()), dist)? / total; // [D]
+        let var = dist.sum_with_grad(&centred.square().sum_dim_intlist([0i64].as_slice(), false, z.kind()))? / total; // [D]
         Ok(centred / (var + eps).sqrt().unsqueeze(0)) // [N, D]
     };
     let z1n = standardize(z1)?; // [N, D]

@@ -384,9 +384,13 @@ impl Moco {
         if let Some(dist) = &self.dist {
             // builder.py's _batch_shuffle_ddp / _batch_unshuffle_ddp: each rank's BatchNorm sees
             // a random share of every rank's images; bn_splits then splits that share further.
+            // Shuffled BN is MoCo's own answer to BN across ranks: never synchronised
+            // (TrainConfig::sync_batch_norm then applies to the queries only).
             return tch::no_grad(|| {
                 let (shuffled, unshuffle) = super::across_ranks::shuffle_across_ranks(x, dist)?; // [N, 3, H, W]
-                let k = self.encode(&self.encoder_k, &self.head_k, &shuffled)?; // [N, C], shuffled order
+                let k = crate::models::norm::with_sync_batch_norm(None, || {
+                    self.encode(&self.encoder_k, &self.head_k, &shuffled)
+                })?; // [N, C], shuffled order
                 l2_normalize(&super::across_ranks::unshuffle_across_ranks(&k, &unshuffle, dist)?) // [N, C]
             });
         }

@@ -778,7 +778,9 @@ impl<'a> Session<'a> {
         let rank = cfg.distributed.rank();
         tch::manual_seed(rank_step_seed(cfg.seed, SALT_TORCH, step, rank) as i64);
         let mut rng = augment::rng(rank_step_seed(cfg.seed, SALT_AUGMENT, step, rank));
-        let StepOutput { loss, z, mut metrics } = t.forward(batch, &mut rng, self.channels_last, self.autocast)?;
+        let (channels_last, autocast) = (self.channels_last, self.autocast);
+        let StepOutput { loss, z, mut metrics } =
+            cfg.distributed.forward(|| t.forward(batch, &mut rng, channels_last, autocast))?;
         let ls = loss.size();
         if !(ls.is_empty() || ls == [1]) {
             return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));

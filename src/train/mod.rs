@@ -281,6 +281,14 @@ impl TrainConfig {
         self.distributed = DataParallel::new(dist);
         self
     }
+    /// The same config with BatchNorm synchronised over the processes during training (PyTorch's
+    /// `SyncBatchNorm`; [`crate::models::norm`]): then `W` processes of `B` normalise as one of
+    /// `W·B`. After [`TrainConfig::distributed`]; MoCo's keys keep their shuffled BN.
+    #[cfg(feature = "distributed")]
+    pub fn sync_batch_norm(mut self, sync: bool) -> Self {
+        self.distributed = self.distributed.sync_batch_norm(sync);
+        self
+    }
 
     /// Checks the ranges.
     ///

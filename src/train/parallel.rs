@@ -51,6 +51,9 @@ const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 pub struct DataParallel {
     #[cfg(feature = "distributed")]
     dist: Option<Arc<Dist>>,
+    /// BatchNorm synchronised over the ranks during training steps ([`crate::models::norm`]).
+    #[cfg(feature = "distributed")]
+    sync_batch_norm: bool,
 }
 
 impl PartialEq for DataParallel {
@@ -69,7 +72,25 @@ impl DataParallel {
     /// Rank `dist.rank()` of `dist.world_size()` processes.
     #[cfg(feature = "distributed")]
     pub fn new(dist: Arc<Dist>) -> DataParallel {
-        DataParallel { dist: Some(dist) }
+        DataParallel { dist: Some(dist), sync_batch_norm: false }
+    }
+
+    /// The same job with BatchNorm synchronised over the ranks in training steps (PyTorch's
+    /// `SyncBatchNorm`, [`crate::models::norm`]), or not (the default, as DDP).
+    #[cfg(feature = "distributed")]
+    pub fn sync_batch_norm(mut self, sync: bool) -> DataParallel {
+        self.sync_batch_norm = sync;
+        self
+    }
+
+    /// Runs a training step's forward pass `f`, with BatchNorm synchronised over the ranks when
+    /// asked. One process: `f()`.
+    pub(crate) fn forward<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "distributed")]
+        if let Some(d) = self.dist().filter(|_| self.sync_batch_norm) {
+            return crate::models::norm::with_sync_batch_norm(Some(d.clone()), f);
+        }
+        f()
     }
 
     /// The job, when there is one of more than one process.
