@@ -388,7 +388,8 @@ fn role(a: &Args) -> Result<Role> {
     }
     if !cfg!(feature = "distributed") && !matches!(role, Role::Alone) {
         return Err(Error::Config(format!(
-            "{} asks for data-parallel training, but this selfsup-train was built without it: build it with              `cargo build --release --features distributed --bin selfsup-train` (docs/distributed.md)",
+            "{} asks for data-parallel training, but this selfsup-train was built without it: build it with \
+             `cargo build --release --features distributed --bin selfsup-train` (docs/distributed.md)",
             if in_job { format!("WORLD_SIZE={world} (torchrun?)") } else { format!("--nproc {}", a.more.nproc) }
         )));
     }

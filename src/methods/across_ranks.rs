@@ -75,8 +75,8 @@ pub fn nt_xent_across_ranks(z1: &Tensor, z2: &Tensor, temperature: f64, dist: &D
 /// `W`, while the forward value is the exact all-reduced sum. Every rank computes the same loss
 /// of C, so the scaled share is what the sum over ranks of their gradients would bring, and the
 /// ranks' mean of the parameter gradients is the single-process gradient. (The official code's
-/// in-place `all_reduce(c)` passes on the local share unscaled: its gradients are those of one
-/// process divided by `W`.)
+/// in-place `all_reduce(c)` is not seen by autograd, which passes on the local share unscaled:
+/// by our reading its gradients are those of one process divided by `W`.)
 ///
 /// # Shapes
 /// `z1`, `z2`: `[N, D]` → `[D, D]`.

@@ -1,5 +1,5 @@
 //! BatchNorm as the networks call it: `nn::BatchNorm` as it is, or, inside
-//! [`with_sync_batch_norm`] (feature `distributed`), synchronised over the ranks of a
+//! `with_sync_batch_norm` (feature `distributed`), synchronised over the ranks of a
 //! data-parallel job — PyTorch's `SyncBatchNorm`.
 //!
 //! Why: in training mode BatchNorm normalises with the batch's statistics, and with `W` ranks of
@@ -8,14 +8,12 @@
 //! synchronises them across TPU cores, and Barlow Twins converts its model with
 //! `convert_sync_batchnorm`). Synchronised, each channel's mean and variance are those of every
 //! rank's images: the per-channel sums (then the sums of squared deviations) are summed over the
-//! ranks with an all-reduce whose backward is an all-reduce too ([`Dist::sum_with_grad`]), so
+//! ranks with an all-reduce whose backward is an all-reduce too (`Dist::sum_with_grad`), so
 //! the gradients are the single process's as well.
 //!
 //! A scope rather than a setting of each layer: the engine turns it on around a training step
 //! (`TrainConfig::sync_batch_norm`), so models and methods need no change, and evaluation
 //! (`train = false`: running statistics) never synchronises.
-//!
-//! [`Dist::sum_with_grad`]: crate::distributed::Dist::sum_with_grad
 use crate::error::Result;
 use tch::{nn, Tensor};
 
@@ -56,7 +54,7 @@ pub fn with_sync_batch_norm<R>(dist: Option<Arc<Dist>>, f: impl FnOnce() -> R) -
 }
 
 /// `bn` applied to `x` (`[N, C]` or `[N, C, H, W]`); synchronised over the ranks inside
-/// [`with_sync_batch_norm`] in training mode.
+/// `with_sync_batch_norm` (feature `distributed`) in training mode.
 ///
 /// # Errors
 /// [`crate::Error::Distributed`] when a synchronising all-reduce fails.

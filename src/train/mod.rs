@@ -153,7 +153,7 @@ pub struct TrainConfig {
     /// Print the progress bar and the epoch summaries.
     pub progress: bool,
     /// One process (the default), or one rank of a data-parallel job
-    /// ([`TrainConfig::distributed`], feature `distributed`). Not saved with the config: a run
+    /// (`TrainConfig::distributed`, feature `distributed`). Not saved with the config: a run
     /// may resume with another number of processes.
     #[serde(skip)]
     pub distributed: DataParallel,

@@ -1,5 +1,5 @@
 //! The engine's data-parallel side: what changes when several processes (ranks) train one model
-//! through [`crate::distributed::Dist`] (feature `distributed`; docs/distributed.md).
+//! through `distributed::Dist` (feature `distributed`; docs/distributed.md).
 //!
 //! PyTorch's `DistributedDataParallel` in the engine's own terms:
 //!
@@ -24,7 +24,7 @@
 //!   decided by clocks and signals that differ between ranks, so the ranks agree on it every
 //!   step (a tiny all-reduce over Gloo, on the CPU: it does not wait for the GPU).
 //!
-//! Without the feature, or without a [`Dist`](crate::distributed::Dist) in the config, every
+//! Without the feature, or without a `Dist` in the config, every
 //! function here is the single-process identity.
 use std::fmt;
 
@@ -43,7 +43,7 @@ use std::sync::Arc;
 const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 
 /// The job a run belongs to: one process (the default), or rank `r` of `W` (feature
-/// `distributed`, [`super::TrainConfig::distributed`]).
+/// `distributed`, `TrainConfig::distributed`).
 ///
 /// Not part of the run's trajectory: it is not saved with the config, compares equal to any
 /// other, and a run may resume with another world size.
