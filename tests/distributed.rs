@@ -352,6 +352,26 @@ fn a_two_rank_run_resumes_with_one_process() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_one_process_run_resumes_with_two_ranks() -> anyhow::Result<()> {
+    // One process trains 3 steps; two ranks, both reading its folder, continue to 6: the weights
+    // of one process that trained 6 steps. A rank given another (empty) folder is refused.
+    let dir = TempDir::new("resume_on_two")?;
+    supervised_run(&dir.0.join("ddp"), single_config(3), 0)?;
+    let runs = run_ranks_in("ddp_mismatch", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    for run in &runs {
+        ensure!(!run.success && run.output.contains("start at different steps ([3, 0]"), "{}", describe(&runs));
+    }
+    let runs = run_ranks_in("ddp_continue", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    let (continued, history) = saved_supervised_run(&dir.0.join("ddp"))?;
+    ensure!(history.steps.len() == 6, "{} steps", history.steps.len());
+    let (whole, _) = supervised_run(&dir.0.join("single"), single_config(6), 0)?;
+    let diff = max_difference(&continued, &whole)?;
+    ensure!(diff < 1e-5, "weights continued on two ranks differ by {diff}");
+    Ok(())
+}
+
+#[test]
 fn a_rank_killed_in_training_makes_the_other_fail_with_a_clear_error() -> anyhow::Result<()> {
     let dir = TempDir::new("killed")?;
     let runs = run_ranks_in("ddp_killed", &[0, 1], 2, Duration::from_secs(5), Duration::from_secs(90), Some(&dir.0))?;
@@ -791,6 +811,15 @@ fn worker() -> anyhow::Result<()> {
         "sync_bn_simclr" => sync_bn_simclr(dist),
         "sync_bn_head" => sync_bn_head(dist),
         "ddp_resume" => ddp_supervised(dist, 3),
+        "ddp_continue" | "ddp_mismatch" => {
+            // Both ranks resume from <dir>/ddp; for the mismatch, rank 1 from an empty folder.
+            let dir = PathBuf::from(std::env::var(DIR)?);
+            let rank = dist.rank();
+            let out = if scenario == "ddp_mismatch" && rank == 1 { dir.join("empty") } else { dir.join("ddp") };
+            supervised_run(&out, single_config(6).distributed(Arc::new(dist)), 100 * rank as i64)?;
+            println!("rank {rank} continued");
+            Ok(())
+        }
         "ddp_killed" => {
             let dir = PathBuf::from(std::env::var(DIR)?);
             let rank = dist.rank();
