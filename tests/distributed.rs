@@ -15,13 +15,41 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use selfsup::augment::{Augment, Op, TwoViews};
+use selfsup::data::synthetic::{self, SyntheticConfig};
+use selfsup::data::{Loader, LoaderConfig, Split};
 use selfsup::distributed::{shard_indices, Dist, DistConfig, ReduceOp};
-use selfsup::tch::{Device, Kind, Tensor};
+use selfsup::tch::{nn, nn::Module, Device, Kind, Tensor};
+use selfsup::losses::{barlow_twins_terms, cross_correlation, nt_xent, NtXentConfig};
+use selfsup::methods::across_ranks::{cross_correlation_across_ranks, nt_xent_across_ranks};
+use selfsup::methods::{Moco, MocoConfig, SimClr, SimClrConfig, SslMethod};
+use selfsup::models::ResNetConfig;
+use selfsup::train::{self, DataParallel, History, Optimizer, OptimizerConfig, TrainConfig};
+use std::sync::Arc;
 
 mod common;
 
 const SCENARIO: &str = "SELFSUP_DIST_TEST_SCENARIO";
 const TIMEOUT: &str = "SELFSUP_DIST_TEST_TIMEOUT_MS";
+const DIR: &str = "SELFSUP_DIST_TEST_DIR";
+
+/// A fresh folder for one test's run folders, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> anyhow::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!("selfsup-dist-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -51,6 +79,18 @@ fn run_ranks(scenario: &str, world: usize, timeout: Duration, deadline: Duration
 
 /// As `run_ranks`, starting only `ranks` of the `world`.
 fn run_some_ranks(scenario: &str, ranks: &[usize], world: usize, timeout: Duration, deadline: Duration) -> anyhow::Result<Vec<RankRun>> {
+    run_ranks_in(scenario, ranks, world, timeout, deadline, None)
+}
+
+/// As `run_some_ranks`, with `SELFSUP_DIST_TEST_DIR` set to `dir` (the ranks' run folders).
+fn run_ranks_in(
+    scenario: &str,
+    ranks: &[usize],
+    world: usize,
+    timeout: Duration,
+    deadline: Duration,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<RankRun>> {
     let port = free_port().to_string();
     let exe = std::env::current_exe()?;
     let start = Instant::now();
@@ -68,6 +108,8 @@ fn run_some_ranks(scenario: &str, ranks: &[usize], world: usize, timeout: Durati
             .env("MASTER_PORT", &port)
             .env_remove("GLOO_SOCKET_IFNAME")
             .env_remove("TORCHELASTIC_USE_AGENT_STORE")
+            .env(DIR, dir.map(|d| d.as_os_str().to_owned()).unwrap_or_default())
+            .env("OMP_NUM_THREADS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -195,13 +237,17 @@ fn from_env_names_the_missing_variable_and_torchrun() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn torchrun_launches_two_ranks() -> anyhow::Result<()> {
-    let torchrun = std::env::var_os("VIRTUAL_ENV")
+/// The venv's torchrun, or one on the PATH.
+fn find_torchrun() -> Option<PathBuf> {
+    std::env::var_os("VIRTUAL_ENV")
         .map(|v| PathBuf::from(v).join("bin/torchrun"))
         .filter(|p| p.exists())
-        .or_else(|| std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("torchrun")).find(|p| p.exists()));
-    let Some(torchrun) = torchrun else {
+        .or_else(|| std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("torchrun")).find(|p| p.exists()))
+}
+
+#[test]
+fn torchrun_launches_two_ranks() -> anyhow::Result<()> {
+    let Some(torchrun) = find_torchrun() else {
         common::tool_present("torchrun_launches_two_ranks", false, "torchrun (the venv's) not found");
         return Ok(());
     };
@@ -245,6 +291,484 @@ fn shards_together_are_the_single_process_batches() -> anyhow::Result<()> {
 }
 
 #[test]
+fn loader_shards_together_are_the_single_process_batches() -> anyhow::Result<()> {
+    // The engine's sampler: 2 ranks, global batch 6 from 100 images (16 steps, 4 images left).
+    let set = synthetic::load(Split::Train, &SyntheticConfig::tiny())?;
+    let cfg = LoaderConfig::train(6).seed(3).prefetch(0);
+    let single = Loader::new(&set, &cfg, Device::Cpu)?;
+    let ranks: Vec<Loader> = (0..2).map(|r| Loader::new(&set, &cfg, Device::Cpu)?.shard(r, 2)).collect::<Result<_, _>>()?;
+    ensure!(ranks.iter().all(|l| l.batches_per_epoch() == single.batches_per_epoch()));
+    let indices = |l: &Loader| -> anyhow::Result<Vec<Vec<i64>>> {
+        l.epoch(1)?.map(|b| Ok(b?.indices)).collect::<anyhow::Result<_>>()
+    };
+    let (whole, r0, r1) = (indices(&single)?, indices(&ranks[0])?, indices(&ranks[1])?);
+    ensure!(whole.len() == 16 && r0.len() == 16 && r1.len() == 16);
+    for (s, batch) in whole.iter().enumerate() {
+        let mut together = [r0[s].clone(), r1[s].clone()].concat();
+        let mut expected = batch.clone();
+        together.sort();
+        expected.sort();
+        ensure!(r0[s].len() == 3 && together == expected, "step {s}: {r0:?} + {r1:?} vs {batch:?}");
+    }
+    ensure!(Loader::new(&set, &LoaderConfig::train(5), Device::Cpu)?.shard(0, 2).is_err(), "5 does not split in 2");
+    Ok(())
+}
+
+/// Two ranks with 8 images each against one process with the global batch of 16, through
+/// `train_supervised`: after 5 steps the same weights within float32 round-off, and the same
+/// logged losses (rank 0 logs the ranks' mean). The model is linear, without BatchNorm: BN
+/// normalises over each rank's own 8 images, which makes 2 × 8 differ from 16; and the
+/// augmentation is deterministic (each rank draws its own random views, as DDP's workers do).
+/// The ranks start from different random weights, so rank 0's broadcast is needed too.
+#[test]
+fn two_ranks_train_like_one_process_with_the_global_batch() -> anyhow::Result<()> {
+    let dir = TempDir::new("supervised")?;
+    let runs = run_ranks_in("ddp_supervised", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    ensure!(runs[0].output.contains("rank 0 ddp_supervised ok"), "{}", describe(&runs));
+    ensure!(!dir.0.join("rank1").exists(), "rank 1 wrote its run folder:\n{}", describe(&runs));
+    let (weights, history) = supervised_run(&dir.0.join("single"), single_config(5), 0)?;
+    let (ddp_weights, ddp_history) = saved_supervised_run(&dir.0.join("ddp"))?;
+    ensure!(max_difference(&weights, &ddp_weights)? < 1e-5, "weights differ by {}", max_difference(&weights, &ddp_weights)?);
+    ensure!(history.steps.len() == 5 && ddp_history.steps.len() == 5);
+    for (a, b) in history.steps.iter().zip(&ddp_history.steps) {
+        ensure!((a.loss - b.loss).abs() < 1e-5, "step {}: loss {} vs {} (two ranks)", a.step, a.loss, b.loss);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_two_rank_run_resumes_with_one_process() -> anyhow::Result<()> {
+    // Two ranks train 3 steps and checkpoint; one process continues to 6; one process alone to 6.
+    let dir = TempDir::new("resume")?;
+    let runs = run_ranks_in("ddp_resume", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    let (resumed, history) = supervised_run(&dir.0.join("ddp"), single_config(6), 0)?;
+    ensure!(history.steps.len() == 6, "{} steps", history.steps.len());
+    let (whole, _) = supervised_run(&dir.0.join("single"), single_config(6), 0)?;
+    let diff = max_difference(&resumed, &whole)?;
+    ensure!(diff < 1e-5, "resumed weights differ by {diff}");
+    Ok(())
+}
+
+#[test]
+fn a_one_process_run_resumes_with_two_ranks() -> anyhow::Result<()> {
+    // One process trains 3 steps; two ranks, both reading its folder, continue to 6: the weights
+    // of one process that trained 6 steps. A rank given another (empty) folder is refused.
+    let dir = TempDir::new("resume_on_two")?;
+    supervised_run(&dir.0.join("ddp"), single_config(3), 0)?;
+    let runs = run_ranks_in("ddp_mismatch", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    for run in &runs {
+        ensure!(!run.success && run.output.contains("start at different steps ([3, 0]"), "{}", describe(&runs));
+    }
+    let runs = run_ranks_in("ddp_continue", &[0, 1], 2, Duration::from_secs(30), Duration::from_secs(120), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    let (continued, history) = saved_supervised_run(&dir.0.join("ddp"))?;
+    ensure!(history.steps.len() == 6, "{} steps", history.steps.len());
+    let (whole, _) = supervised_run(&dir.0.join("single"), single_config(6), 0)?;
+    let diff = max_difference(&continued, &whole)?;
+    ensure!(diff < 1e-5, "weights continued on two ranks differ by {diff}");
+    Ok(())
+}
+
+#[test]
+fn a_rank_killed_in_training_makes_the_other_fail_with_a_clear_error() -> anyhow::Result<()> {
+    let dir = TempDir::new("killed")?;
+    let runs = run_ranks_in("ddp_killed", &[0, 1], 2, Duration::from_secs(5), Duration::from_secs(90), Some(&dir.0))?;
+    ensure!(!runs[1].success, "rank 1 should have been killed:\n{}", describe(&runs));
+    let rank0 = &runs[0];
+    ensure!(
+        !rank0.success && rank0.output.contains("rank 0 of 2:") && rank0.output.contains("failed"),
+        "rank 0 should exit with a clear error:\n{}",
+        describe(&runs)
+    );
+    ensure!(rank0.elapsed < Duration::from_secs(60), "rank 0 took {:?}:\n{}", rank0.elapsed, describe(&runs));
+    eprintln!("rank 1 killed in training: {}", describe(std::slice::from_ref(rank0)));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- supervised runs
+
+/// The config of the supervised runs: global batch 16, SGD with momentum and weight decay.
+fn single_config(steps: usize) -> TrainConfig {
+    TrainConfig::tiny()
+        .batch_size(16)
+        .epochs(2)
+        .max_steps(steps)
+        .optimizer(OptimizerConfig::sgd(0.9))
+        .lr(0.05)
+        .progress(false)
+}
+
+/// A linear classifier of the 3×32×32 synthetic images, initialised from `init_seed`.
+fn linear_model(vs: &nn::VarStore, init_seed: i64) -> nn::Linear {
+    selfsup::tch::manual_seed(init_seed);
+    nn::linear(vs.root() / "fc", 3 * 32 * 32, 10, Default::default())
+}
+
+/// Trains the linear model in `out_dir` with `cfg`; its weights (by name) and history.
+fn supervised_run(out_dir: &std::path::Path, cfg: TrainConfig, init_seed: i64) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    supervised_run_with(out_dir, cfg, init_seed, &|| ())
+}
+
+fn supervised_run_with(
+    out_dir: &std::path::Path,
+    cfg: TrainConfig,
+    init_seed: i64,
+    each_forward: &dyn Fn(),
+) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    let set = synthetic::load(Split::Train, &SyntheticConfig::tiny())?;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let fc = linear_model(&vs, init_seed);
+    let history = train::train_supervised(
+        &vs,
+        |x, _train| {
+            each_forward();
+            Ok(fc.forward(&x.flatten(1, -1)))
+        },
+        &set,
+        None,
+        &Augment::new(),
+        &cfg,
+        out_dir,
+    )?;
+    Ok((sorted_vars(&vs), history))
+}
+
+/// The weights and history in a run folder.
+fn saved_supervised_run(out_dir: &std::path::Path) -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = linear_model(&vs, 0);
+    let meta = train::checkpoint::load_online(out_dir, &vs)?;
+    Ok((sorted_vars(&vs), meta.history))
+}
+
+fn sorted_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+fn max_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> anyhow::Result<f64> {
+    ensure!(a.len() == b.len());
+    let mut max = 0.0f64;
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        ensure!(na == nb && ta.size() == tb.size(), "{na} {:?} vs {nb} {:?}", ta.size(), tb.size());
+        max = max.max((ta - tb).abs().max().double_value(&[]));
+    }
+    Ok(max)
+}
+
+/// A rank's side of the supervised tests: rank 0 trains in `<dir>/ddp`, rank 1 is given
+/// `<dir>/rank1`, which it must never create.
+fn ddp_supervised(dist: Dist, steps: usize) -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::var(DIR)?);
+    let rank = dist.rank();
+    let dist = Arc::new(dist);
+    let out = if rank == 0 { dir.join("ddp") } else { dir.join("rank1") };
+    let cfg = single_config(steps).distributed(dist.clone());
+    // Rank 0 starts where the single process starts; rank 1 elsewhere, until the broadcast.
+    let (weights, _) = supervised_run(&out, cfg, 100 * rank as i64)?;
+    // Both ranks hold the same weights, bit for bit (same start, same averaged gradients).
+    for (name, w) in &weights {
+        let all = dist.all_gather(&w.reshape([1, -1]))?;
+        ensure!(all.get(0).equal(&all.get(1)), "rank {rank}: '{name}' differs between the ranks");
+    }
+    println!("rank {rank} ddp_supervised ok");
+    Ok(())
+}
+
+/// SimCLR's gathered negatives and Barlow Twins' cross-correlation summed over ranks: two
+/// ranks of 6 rows against one process of 12, 4 SGD steps of a linear projection (no BatchNorm,
+/// which would normalise over each rank's rows; the methods' ResNets have it, hence the loss
+/// functions the methods call, on a model without it).
+#[test]
+fn simclr_and_barlow_twins_across_two_ranks_match_one_process() -> anyhow::Result<()> {
+    let runs = run_ranks("method_losses", 2, Duration::from_secs(30), Duration::from_secs(120))?;
+    all_succeed(&runs)?;
+    for run in &runs {
+        ensure!(run.output.contains(&format!("rank {} simclr ok", run.rank)), "{}", describe(&runs));
+        ensure!(run.output.contains(&format!("rank {} barlow_twins ok", run.rank)), "{}", describe(&runs));
+    }
+    Ok(())
+}
+
+/// MoCo on two ranks: after one step the queue of both ranks holds the keys of rank 0's images,
+/// then rank 1's (builder.py's `concat_all_gather`), each key computed with the BatchNorm of the
+/// shuffled share rank 0 drew (`_batch_shuffle_ddp`).
+#[test]
+fn moco_queue_holds_both_ranks_keys_in_rank_order() -> anyhow::Result<()> {
+    let runs = run_ranks("moco_queue", 2, Duration::from_secs(30), Duration::from_secs(150))?;
+    all_succeed(&runs)?;
+    for run in &runs {
+        ensure!(run.output.contains(&format!("rank {} moco_queue ok", run.rank)), "{}", describe(&runs));
+    }
+    Ok(())
+}
+
+/// Synchronised BatchNorm (`TrainConfig::sync_batch_norm`, `models::norm`) on two ranks against
+/// one process with the global batch:
+///
+/// - an MLP head with BatchNorm1d after both layers, trained 4 SGD steps with SimCLR's gathered
+///   negatives (2 ranks of 6 rows against 12): the same weights within 1e-5, and the gradient
+///   reaching the head's input (the path into a backbone) `world ×` the single process's;
+/// - SimCLR itself through `pretrain` (a ResNet-18 of width 8 and its head, BatchNorm in both),
+///   2 ranks of 4 images against 8: after one step the same weights and BN running statistics
+///   within 1e-6, and without synchronisation not (each rank's BN over its own images). One
+///   step: this tiny BN network's trajectory is chaotic in float32 (measured once: perturbing its
+///   initial weights by a relative 1e-7 moved them by 2e-4 after two SGD steps at lr 0.01, more
+///   than the two ranks then differed by, 9e-5), so the step's gradient is what can be compared
+///   exactly. The views are deterministic (the image,
+///   and the image flipped), since each rank draws its own random ones.
+#[test]
+fn synchronised_batch_norm_trains_like_one_process() -> anyhow::Result<()> {
+    let runs = run_ranks("sync_bn_head", 2, Duration::from_secs(30), Duration::from_secs(120))?;
+    all_succeed(&runs)?;
+    let dir = TempDir::new("sync_bn")?;
+    let runs = run_ranks_in("sync_bn_simclr", &[0, 1], 2, Duration::from_secs(60), Duration::from_secs(240), Some(&dir.0))?;
+    all_succeed(&runs)?;
+    ensure!(runs[0].output.contains("rank 0 sync_bn ok"), "{}", describe(&runs));
+    Ok(())
+}
+
+fn sync_bn_head(dist: Dist) -> anyhow::Result<()> {
+    use selfsup::models::heads::{HeadConfig, Mlp};
+    use selfsup::models::norm::with_sync_batch_norm;
+    let (rank, b) = (dist.rank() as i64, 6);
+    let dist = Arc::new(dist);
+    let head_config = HeadConfig { last_batch_norm: true, ..HeadConfig::simclr().for_features(16).out_dim(8) };
+    selfsup::tch::manual_seed(3);
+    let x = Tensor::randn([2 * b, 16], (Kind::Float, Device::Cpu)); // the whole batch, on every rank
+    let x_mine = x.narrow(0, rank * b, b);
+    let new_head = |vs: &nn::VarStore| {
+        selfsup::tch::manual_seed(4);
+        Mlp::new(&(vs.root() / "h"), &head_config)
+    };
+    // SimCLR's loss of the head's projections of two views (x, and x reversed and shifted).
+    let loss_of = |head: &Mlp, x: &Tensor, sync: Option<Arc<Dist>>| -> anyhow::Result<Tensor> {
+        let n = x.size()[0];
+        let views = Tensor::cat(&[x, &(x.flip([1]) * 0.5 + 1.0)], 0);
+        let z = with_sync_batch_norm(sync.clone(), || head.forward_t(&views, true))?; // [2n, 8]
+        let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n));
+        Ok(match &sync {
+            Some(d) => nt_xent_across_ranks(&z1, &z2, 0.5, d)?,
+            None => nt_xent(&z1, &z2, &NtXentConfig { temperature: 0.5 })?,
+        })
+    };
+
+    // The gradient at the input: rank r's rows get every rank's loss through the statistics.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let head = new_head(&vs)?;
+    let mine = x_mine.detach().set_requires_grad(true);
+    loss_of(&head, &mine, Some(dist.clone()))?.f_backward()?;
+    let whole = x.detach().set_requires_grad(true);
+    loss_of(&head, &whole, None)?.f_backward()?;
+    let expected = whole.grad().narrow(0, rank * b, b) * 2.0;
+    let diff = (mine.grad() - &expected).abs().max().double_value(&[]);
+    ensure!(diff < 1e-5, "rank {rank}: the input's gradient differs from 2 × one process's by {diff}");
+
+    // 4 SGD steps.
+    let train = |x: &Tensor, sync: Option<Arc<Dist>>| -> anyhow::Result<Vec<(String, Tensor)>> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = new_head(&vs)?;
+        let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 1e-4, &[])?;
+        opt.set_lr(0.1);
+        let par = sync.clone().map(DataParallel::new).unwrap_or_default();
+        for _ in 0..4 {
+            opt.zero_grad();
+            loss_of(&head, x, sync.clone())?.f_backward()?;
+            par.average_gradients(&opt)?;
+            opt.step()?;
+        }
+        Ok(sorted_vars(&vs))
+    };
+    let diff = max_difference(&train(&x_mine, Some(dist.clone()))?, &train(&x, None)?)?;
+    ensure!(diff < 1e-5, "rank {rank}: the head's weights (and BN statistics) differ from one process's by {diff}");
+    println!("rank {rank} sync_bn_head ok ({diff:e})");
+    Ok(())
+}
+
+fn sync_bn_simclr(dist: Dist) -> anyhow::Result<()> {
+    let dir = PathBuf::from(std::env::var(DIR)?);
+    let rank = dist.rank();
+    let dist = Arc::new(dist);
+    let set = synthetic::load(Split::Unlabeled, &SyntheticConfig::tiny())?.head(64);
+    let augment = TwoViews::new(Augment::new(), Augment::new().then(Op::HorizontalFlip, 1.0));
+    let config = SimClrConfig::tiny().backbone(ResNetConfig::default().small_images(true).width(8));
+    let cfg = TrainConfig::tiny().batch_size(8).epochs(1).max_steps(1).optimizer(OptimizerConfig::sgd(0.9)).lr(0.01).progress(false);
+    let run = |cfg: TrainConfig, out: PathBuf, init_seed: i64| -> anyhow::Result<(Vec<(String, Tensor)>, History)> {
+        selfsup::tch::manual_seed(init_seed);
+        let mut simclr = SimClr::new(config.clone(), Device::Cpu)?;
+        let history = train::pretrain(&mut simclr, &set, &augment, &cfg, out)?;
+        Ok((sorted_vars(simclr.online()), history))
+    };
+    let folder = |name: &str| if rank == 0 { dir.join(name) } else { dir.join(format!("{name}_rank{rank}")) };
+    let (synced, synced_history) = run(cfg.clone().distributed(dist.clone()).sync_batch_norm(true), folder("synced"), 100 * rank as i64)?;
+    let (plain, _) = run(cfg.clone().distributed(dist.clone()), folder("plain"), 100 * rank as i64)?;
+    if rank != 0 {
+        ensure!(!folder("synced").exists() && !folder("plain").exists(), "rank {rank} wrote a run folder");
+        return Ok(());
+    }
+    let (single, history) = run(cfg, dir.join("single"), 0)?;
+    let (d_synced, d_plain) = (max_difference(&synced, &single)?, max_difference(&plain, &single)?);
+    ensure!(d_synced < 1e-6, "with SyncBatchNorm the weights differ from one process's by {d_synced}");
+    ensure!(d_plain > 1e-4, "without SyncBatchNorm the weights should differ, by {d_plain} only");
+    let (a, b) = (&history.steps[0], &synced_history.steps[0]);
+    ensure!((a.loss - b.loss).abs() < 1e-6, "loss {} vs {} (two ranks)", a.loss, b.loss);
+    println!("rank 0 sync_bn ok (synced {d_synced:e}, per-rank BN {d_plain:e})");
+    Ok(())
+}
+
+/// A linear projection `[12] -> [5]` trained `steps` SGD steps on `(x1, x2)` with `loss`; the
+/// gradients averaged over the ranks when `par` is a job.
+fn train_projection(
+    x1: &Tensor,
+    x2: &Tensor,
+    par: &DataParallel,
+    steps: usize,
+    loss: &dyn Fn(&Tensor, &Tensor) -> anyhow::Result<Tensor>,
+) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let vs = nn::VarStore::new(Device::Cpu);
+    selfsup::tch::manual_seed(11);
+    let f = nn::linear(vs.root() / "g", 12, 5, Default::default());
+    let mut opt = Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 1e-4, &[])?;
+    opt.set_lr(0.1);
+    for _ in 0..steps {
+        opt.zero_grad();
+        loss(&f.forward(x1), &f.forward(x2))?.f_backward()?;
+        par.average_gradients(&opt)?;
+        opt.step()?;
+    }
+    Ok(sorted_vars(&vs))
+}
+
+fn method_losses(dist: Dist) -> anyhow::Result<()> {
+    let (rank, b) = (dist.rank() as i64, 6);
+    let dist = Arc::new(dist);
+    let par = DataParallel::new(dist.clone());
+    selfsup::tch::manual_seed(5);
+    let x1 = Tensor::randn([2 * b, 12], (Kind::Float, Device::Cpu)); // the whole batch, on every rank
+    let x2 = &x1 + Tensor::randn([2 * b, 12], (Kind::Float, Device::Cpu)) * 0.3;
+    let (m1, m2) = (x1.narrow(0, rank * b, b), x2.narrow(0, rank * b, b)); // this rank's rows
+    let single = DataParallel::default();
+    let tau = 0.5;
+
+    let across = train_projection(&m1, &m2, &par, 4, &|z1, z2| Ok(nt_xent_across_ranks(z1, z2, tau, &dist)?))?;
+    let alone = train_projection(&x1, &x2, &single, 4, &|z1, z2| Ok(nt_xent(z1, z2, &NtXentConfig { temperature: tau })?))?;
+    let diff = max_difference(&across, &alone)?;
+    ensure!(diff < 1e-5, "rank {rank}: SimCLR weights differ from one process's by {diff}");
+    println!("rank {rank} simclr ok ({diff:e})");
+
+    let bt_loss = |c: Tensor| -> anyhow::Result<Tensor> {
+        let (on, off) = barlow_twins_terms(&c)?;
+        Ok(on + off * 0.0051)
+    };
+    let across =
+        train_projection(&m1, &m2, &par, 4, &|z1, z2| bt_loss(cross_correlation_across_ranks(z1, z2, 1e-5, &dist)?))?;
+    let alone = train_projection(&x1, &x2, &single, 4, &|z1, z2| bt_loss(cross_correlation(z1, z2, 1e-5)?))?;
+    let diff = max_difference(&across, &alone)?;
+    ensure!(diff < 1e-5, "rank {rank}: Barlow Twins weights differ from one process's by {diff}");
+    println!("rank {rank} barlow_twins ok ({diff:e})");
+    Ok(())
+}
+
+fn moco_queue(dist: Dist) -> anyhow::Result<()> {
+    let (rank, n) = (dist.rank() as i64, 4);
+    let dist = Arc::new(dist);
+    selfsup::tch::manual_seed(0);
+    let mut moco = Moco::new(MocoConfig::tiny(), Device::Cpu)?; // the same weights on both ranks
+    moco.set_distributed(Some(dist.clone()))?;
+    selfsup::tch::manual_seed(1);
+    let v1_all = Tensor::randn([2 * n, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let v2_all = Tensor::randn([2 * n, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (v1, v2) = (v1_all.narrow(0, rank * n, n), v2_all.narrow(0, rank * n, n));
+    // The step's only random draw is rank 0's permutation of the 2N keys' images.
+    selfsup::tch::manual_seed(2);
+    moco.training_step(&v1, &v2)?;
+    selfsup::tch::manual_seed(2);
+    let shuffle = Tensor::randperm(2 * n, (Kind::Int64, Device::Cpu));
+
+    ensure!(moco.queue_ptr() == 2 * n, "rank {rank}: queue_ptr {}", moco.queue_ptr());
+    let queue = moco.queue().shallow_clone(); // [C, K]
+    let both = dist.all_gather(&queue.unsqueeze(0))?;
+    ensure!(both.get(0).equal(&both.get(1)), "rank {rank}: the ranks' queues differ");
+
+    // The keys as a single process computes them: each rank's shuffled share through the key
+    // encoder (still equal to the query encoder: no optimizer step yet), back in image order.
+    let keys = selfsup::tch::no_grad(|| -> anyhow::Result<Tensor> {
+        let shares: Vec<Tensor> = (0..2)
+            .map(|r| moco.query(&v2_all.index_select(0, &shuffle.narrow(0, r * n, n))))
+            .collect::<Result<_, _>>()?;
+        let k = selfsup::losses::l2_normalize(&Tensor::cat(&shares, 0))?; // [2N, C], shuffled order
+        Ok(k.index_select(0, &shuffle.argsort(0, false))) // [2N, C]: rank 0's images, then rank 1's
+    })?;
+    let written = queue.narrow(1, 0, 2 * n).tr(); // [2N, C]
+    let diff = (&written - &keys).abs().max().double_value(&[]);
+    ensure!(diff < 1e-5, "rank {rank}: the queue's new keys differ from rank 0's then rank 1's by {diff}");
+    println!("rank {rank} moco_queue ok");
+    Ok(())
+}
+
+/// `selfsup-train --nproc 2` trains 2 steps of SimCLR as two ranks (rank 0 writes the run
+/// folder); torchrun then starts the same command's ranks itself and continues the run to 3.
+#[test]
+fn selfsup_train_runs_with_nproc_and_under_torchrun() -> anyhow::Result<()> {
+    let dir = TempDir::new("selfsup-train")?;
+    let out = dir.0.join("run");
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_selfsup-train"));
+    let args = |steps: &str| -> Vec<String> {
+        [
+            "--method", "simclr", "--dataset", "synthetic", "--subset", "32", "--image-size", "32", "-b", "8", "--epochs",
+            "1", "--max-steps", steps, "--precision", "off", "-j", "0", "--output",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let run = |command: &mut Command| -> anyhow::Result<String> {
+        let child = command
+            .env("OMP_NUM_THREADS", "1")
+            .env_remove("RANK")
+            .env_remove("WORLD_SIZE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, rx) = mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let Ok(out) = rx.recv_timeout(Duration::from_secs(180)) else {
+            // SAFETY: kill(2) of the child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            bail!("still running after 180 s (a hang), killed");
+        };
+        let out = out?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        ensure!(out.status.success(), "failed:\n{text}");
+        Ok(text)
+    };
+    let text = run(Command::new(&exe).args(args("2")).args(["--nproc", "2", "--sync-bn"]))?;
+    ensure!(text.contains("starting 2 processes") && text.contains("× 2 processes"), "{text}");
+    ensure!(train::checkpoint::load_history(&out)?.steps.len() == 2, "{text}");
+
+    let Some(torchrun) = find_torchrun() else {
+        common::tool_present("selfsup_train_runs_with_nproc_and_under_torchrun", false, "torchrun (the venv's) not found");
+        return Ok(());
+    };
+    let port = free_port().to_string();
+    let text = run(Command::new(&torchrun)
+        .args(["--no-python", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", &port])
+        .arg(&exe)
+        .args(args("3")))?;
+    let history = train::checkpoint::load_history(&out)?;
+    ensure!(history.steps.len() == 3 && history.steps[2].step == 2, "{text}");
+    ensure!(text.contains("resuming"), "{text}");
+    Ok(())
+}
+
+#[test]
 fn says_whether_nccl_was_compiled() {
     // Recorded in the test log; NCCL itself needs a GPU per rank (docs/distributed.md).
     let build = selfsup::distributed::nccl_build();
@@ -281,6 +805,36 @@ fn worker() -> anyhow::Result<()> {
         "gather_with_grad" => gather_with_grad(&dist),
         "killed_0" => killed(&dist, 0),
         "killed_1" => killed(&dist, 1),
+        "ddp_supervised" => ddp_supervised(dist, 5),
+        "method_losses" => method_losses(dist),
+        "moco_queue" => moco_queue(dist),
+        "sync_bn_simclr" => sync_bn_simclr(dist),
+        "sync_bn_head" => sync_bn_head(dist),
+        "ddp_resume" => ddp_supervised(dist, 3),
+        "ddp_continue" | "ddp_mismatch" => {
+            // Both ranks resume from <dir>/ddp; for the mismatch, rank 1 from an empty folder.
+            let dir = PathBuf::from(std::env::var(DIR)?);
+            let rank = dist.rank();
+            let out = if scenario == "ddp_mismatch" && rank == 1 { dir.join("empty") } else { dir.join("ddp") };
+            supervised_run(&out, single_config(6).distributed(Arc::new(dist)), 100 * rank as i64)?;
+            println!("rank {rank} continued");
+            Ok(())
+        }
+        "ddp_killed" => {
+            let dir = PathBuf::from(std::env::var(DIR)?);
+            let rank = dist.rank();
+            let calls = std::cell::Cell::new(0);
+            let kill = || {
+                calls.set(calls.get() + 1);
+                if rank == 1 && calls.get() == 3 {
+                    // SAFETY: kill(2) on this very process, as a crash or an OOM killer would.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
+            };
+            let cfg = single_config(50).epochs(20).distributed(Arc::new(dist));
+            supervised_run_with(&dir.join(format!("rank{rank}")), cfg, 0, &kill)?;
+            bail!("rank {rank} trained 50 steps although rank 1 was killed")
+        }
         "stalled_1" => {
             if dist.rank() == 1 {
                 // Long enough for rank 0 to time out, then leave without a collective.

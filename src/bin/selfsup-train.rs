@@ -13,6 +13,10 @@
 //! # BYOL on STL-10's unlabelled split, watched from a notebook:
 //! selfsup-train --method byol --dataset stl10 --data-dir assets/data --output runs/byol_stl10 --lr 0.2 --optimizer lars
 //! ```
+//!
+//! Data-parallel (built with `--features distributed`; docs/distributed.md): `--nproc N` starts
+//! N ranks on this machine, and `torchrun --no-python --nproc-per-node N selfsup-train …` works
+//! too. `-b` stays the global batch, split over the ranks.
 use selfsup::augment::{presets, TwoViews};
 use selfsup::data::synthetic::{self, SyntheticConfig};
 use selfsup::data::{cifar, stl10, ImageSet, Split};
@@ -191,6 +195,14 @@ struct MoreArgs {
     /// Checkpoint every N steps (and every 10 minutes, and at the end)
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
+    /// Data-parallel: start N processes on this machine (one per GPU; -b is split over them).
+    /// Needs a build with --features distributed; under torchrun, leave it out
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = selfsup::cli::at_least(1usize), allow_negative_numbers = true)]
+    nproc: usize,
+    /// Synchronise BatchNorm over the processes (PyTorch's SyncBatchNorm; MoCo's keys keep their
+    /// shuffled BN). Data-parallel runs only
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 /// Rejects options that mean nothing for the chosen method, naming the option and what to do
@@ -348,14 +360,81 @@ fn build_method(a: &Args, bb: ResNetConfig, image_size: i64, device: Device) -> 
     Ok((config.build(device)?, spec.views()))
 }
 
-fn run(a: Args) -> Result<()> {
+/// Where this process stands: one process, a launcher of `--nproc` ranks, or a rank (its
+/// environment says so: `--nproc`'s launcher and torchrun set `RANK` and `WORLD_SIZE`).
+enum Role {
+    Alone,
+    Launcher(usize),
+    Rank,
+}
+
+fn role(a: &Args) -> Result<Role> {
+    let world: usize = match std::env::var("WORLD_SIZE") {
+        Ok(w) => w.trim().parse().map_err(|_| Error::Config(format!("WORLD_SIZE={w:?} is not a number")))?,
+        Err(_) => 1,
+    };
+    let in_job = std::env::var_os("RANK").is_some() && world > 1;
+    let role = match (in_job, a.more.nproc) {
+        (true, _) => Role::Rank,
+        (false, 1) => Role::Alone,
+        (false, n) => Role::Launcher(n),
+    };
+    if a.more.sync_bn && matches!(role, Role::Alone) {
+        return Err(Error::Config(
+            "--sync-bn synchronises BatchNorm over the processes of a data-parallel run: add --nproc N (or start \
+             the command with torchrun)"
+                .into(),
+        ));
+    }
+    if !cfg!(feature = "distributed") && !matches!(role, Role::Alone) {
+        return Err(Error::Config(format!(
+            "{} asks for data-parallel training, but this selfsup-train was built without it: build it with \
+             `cargo build --release --features distributed --bin selfsup-train` (docs/distributed.md)",
+            if in_job { format!("WORLD_SIZE={world} (torchrun?)") } else { format!("--nproc {}", a.more.nproc) }
+        )));
+    }
+    Ok(role)
+}
+
+/// Starts the ranks: this program again, with the same arguments, in the environment of a job.
+#[cfg(feature = "distributed")]
+fn launch(nproc: usize) -> Result<()> {
     selfsup::cli::install_stop_handlers();
-    let device = selfsup::pick_device();
+    let program = std::env::current_exe()?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    println!("selfsup-train: starting {nproc} processes on this machine (data-parallel, rank 0 writes the run folder)");
+    selfsup::distributed::launch_local(nproc, &program, &args)
+}
+
+#[cfg(not(feature = "distributed"))]
+fn launch(_nproc: usize) -> Result<()> {
+    Err(Error::Config("--nproc needs a build with --features distributed".into()))
+}
+
+/// This rank's job and device, and the config that trains in it.
+#[cfg(feature = "distributed")]
+fn join(cfg: TrainConfig, sync_bn: bool) -> Result<(TrainConfig, Device, bool)> {
+    let dist = std::sync::Arc::new(selfsup::distributed::Dist::from_env()?);
+    let (device, main) = (dist.device(), dist.is_main());
+    Ok((cfg.distributed(dist).sync_batch_norm(sync_bn), device, main))
+}
+
+#[cfg(not(feature = "distributed"))]
+fn join(_cfg: TrainConfig, _sync_bn: bool) -> Result<(TrainConfig, Device, bool)> {
+    Err(Error::Config("data-parallel training needs a build with --features distributed".into()))
+}
+
+fn run(a: Args) -> Result<()> {
+    let (cfg, device, main) = match role(&a)? {
+        Role::Launcher(n) => return launch(n),
+        Role::Rank => join(train_config(&a), a.more.sync_bn)?,
+        Role::Alone => (train_config(&a), selfsup::pick_device(), true),
+    };
+    selfsup::cli::install_stop_handlers();
     let knn_every = a.more.knn_every;
     let (set, knn_sets) = load_data(&a.data, knn_every)?;
     let image_size = a.data.image_size.unwrap_or(set.image_size().0);
     let output = output_dir(&a.data);
-    let cfg = train_config(&a);
     let knn_cfg = KnnConfig { every_epochs: knn_every.max(1), ..KnnConfig::default() };
     let knn = match &knn_sets {
         Some((train, test)) if knn_every > 0 => Some(KnnMonitor { train, test, config: &knn_cfg }),
@@ -364,17 +443,21 @@ fn run(a: Args) -> Result<()> {
     // --seed decides the initial weights too, so the same command gives the same run.
     selfsup::seed_everything(a.more.seed);
     let (mut method, augment) = build_method(&a, backbone(a.moco.arch, image_size), image_size, device)?;
-    println!(
-        "selfsup-train: {} on {} ({} images, crops {image_size}px) on {}; run folder {}",
-        method.name(),
-        set.name,
-        set.len(),
-        selfsup::device::describe(device),
-        output.display()
-    );
-    println!("watch it from a notebook: History::load_jsonl(\"{}/history.jsonl\")?", output.display());
+    if main {
+        let ranks = cfg.distributed.world_size();
+        println!(
+            "selfsup-train: {} on {} ({} images, crops {image_size}px) on {}{}; run folder {}",
+            method.name(),
+            set.name,
+            set.len(),
+            selfsup::device::describe(device),
+            if ranks > 1 { format!(" × {ranks} processes") } else { String::new() },
+            output.display()
+        );
+        println!("watch it from a notebook: History::load_jsonl(\"{}/history.jsonl\")?", output.display());
+    }
     let history = train::pretrain_monitored(method.as_mut(), &set, &augment, &cfg, &output, knn)?;
-    if let Some(last) = history.last_epoch() {
+    if let Some(last) = history.last_epoch().filter(|_| main) {
         println!("last epoch {}: mean loss {:.4}", last.epoch + 1, last.mean_loss);
     }
     Ok(())
@@ -397,5 +480,15 @@ mod tests {
         let a = Args::try_parse_from(["selfsup-train", "--learning-rate", "0.1", "--weight-decay", "0", "--lr", "0.2"]).unwrap();
         assert_eq!((a.moco.lr, a.moco.wd), (0.2, 0.0), "aliases, and the last of a repeated flag wins");
         assert_eq!(output_dir(&Args::try_parse_from(["selfsup-train", "--dataset", "stl10"]).unwrap().data), PathBuf::from("runs/moco_v2_stl10"));
+    }
+
+    #[cfg(not(feature = "distributed"))]
+    #[test]
+    fn nproc_without_the_distributed_feature_says_how_to_build() {
+        let a = Args::try_parse_from(["selfsup-train", "--nproc", "2"]).unwrap();
+        match role(&a) {
+            Err(e) => assert!(e.to_string().contains("--features distributed"), "{e}"),
+            Ok(_) => panic!("--nproc 2 accepted without the distributed feature"),
+        }
     }
 }

@@ -145,6 +145,8 @@ pub struct Loader {
     set: ImageSet,
     cfg: LoaderConfig,
     device: Device,
+    /// `(rank, world)`: this loader reads rank `rank`'s share of every batch ([`Loader::shard`]).
+    shard: (usize, usize),
 }
 
 impl Loader {
@@ -167,7 +169,42 @@ impl Loader {
                 cfg.batch_size
             )));
         }
-        Ok(Loader { set: set.clone(), cfg: cfg.clone(), device })
+        Ok(Loader { set: set.clone(), cfg: cfg.clone(), device, shard: (0, 1) })
+    }
+
+    /// This loader for rank `rank` of `world` data-parallel processes: `batch_size` stays the
+    /// global batch, and each epoch this rank reads `batch_size / world` images per batch, those
+    /// at positions `rank, rank + world, …` of the single process's batch. So step `s` of all
+    /// ranks together reads exactly the single process's batch `s`, the epoch has as many steps
+    /// as in one process, and the union over ranks is the single process's epoch: PyTorch's
+    /// `DistributedSampler(drop_last=True)` over the epoch's order (the same strides as
+    /// `distributed::shard_indices`), cut to whole global batches.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `rank >= world`, a batch size that `world` does not divide, or a
+    /// loader that keeps its last partial batch (`drop_last(false)`: its share would differ
+    /// between ranks).
+    pub fn shard(mut self, rank: usize, world: usize) -> Result<Loader> {
+        if world == 0 || rank >= world {
+            return Err(config_err!("Loader::shard: rank {rank} out of range for {world} processes"));
+        }
+        if self.cfg.batch_size % world != 0 {
+            return Err(config_err!(
+                "the batch size {} (the global batch, split over the processes) must be a multiple of the number of \
+                 processes, {world}; choose a batch size divisible by {world}",
+                self.cfg.batch_size
+            ));
+        }
+        if world > 1 && !self.cfg.drop_last {
+            return Err(config_err!("Loader::shard needs drop_last(true), so that every process takes the same steps"));
+        }
+        self.shard = (rank, world);
+        Ok(self)
+    }
+
+    /// `(rank, world)` of [`Loader::shard`]; `(0, 1)` for the whole batch.
+    pub fn shard_of(&self) -> (usize, usize) {
+        self.shard
     }
 
     /// The set being loaded.
@@ -214,6 +251,13 @@ impl Loader {
         let mut chunks: VecDeque<Vec<i64>> = order.chunks(b).map(<[i64]>::to_vec).collect();
         if self.cfg.drop_last && chunks.back().is_some_and(|c| c.len() < b) {
             chunks.pop_back();
+        }
+        let (rank, world) = self.shard;
+        if world > 1 {
+            // This rank's stride of each (whole) global batch.
+            for chunk in chunks.iter_mut() {
+                *chunk = chunk.iter().skip(rank).step_by(world).copied().collect();
+            }
         }
         let remaining = chunks.len();
         let pin = matches!(self.device, Device::Cuda(_)).then_some(self.device);

@@ -27,6 +27,7 @@
 //!
 //! Not for notebooks: a notebook is one process. Build with `--features distributed`.
 mod ffi;
+mod launch;
 mod sampler;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
+pub use launch::launch_local;
 pub use sampler::shard_indices;
 
 use crate::error::{config_err, Error, Result};
@@ -438,6 +440,21 @@ impl Dist {
         self.check_same_shape("gather_with_grad", tensor)?;
         let (group, backend) = self.group_for(tensor);
         group.gather_with_grad(tensor).map_err(|e| self.failed("gather_with_grad", backend, e))
+    }
+
+    /// The sum of `tensor` over the ranks, differentiable: the backward sums the gradients
+    /// arriving at the result over the ranks too (an all-reduce whose gradient is an all-reduce,
+    /// as the statistics of PyTorch's `SyncBatchNorm`). Through [`Dist::gather_with_grad`], so it
+    /// moves `world ×` the tensor: for small tensors (per-channel statistics).
+    ///
+    /// # Shapes
+    /// Any `[...]` → the same.
+    ///
+    /// # Errors
+    /// As [`Dist::gather_with_grad`].
+    pub fn sum_with_grad(&self, tensor: &Tensor) -> Result<Tensor> {
+        let gathered = self.gather_with_grad(&tensor.unsqueeze(0))?; // [world, ...]
+        Ok(gathered.f_sum_dim_intlist([0i64].as_slice(), false, tensor.kind())?)
     }
 
     /// Overwrites `tensor` on every rank with rank `root`'s, in place (the parameters at the

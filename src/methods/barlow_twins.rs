@@ -119,6 +119,9 @@ impl BarlowTwinsConfig {
 pub struct BarlowTwins {
     config: BarlowTwinsConfig,
     encoder: ProjectedEncoder,
+    /// The data-parallel job whose ranks' projections are in C too.
+    #[cfg(feature = "distributed")]
+    dist: Option<std::sync::Arc<crate::distributed::Dist>>,
 }
 
 impl BarlowTwins {
@@ -131,7 +134,12 @@ impl BarlowTwins {
         let mut config = config;
         config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
         let encoder = ProjectedEncoder::new(&config.backbone, &config.projector, device)?;
-        Ok(BarlowTwins { config, encoder })
+        Ok(BarlowTwins {
+            config,
+            encoder,
+            #[cfg(feature = "distributed")]
+            dist: None,
+        })
     }
 
     /// The config (with the projector's `in_dim` set to the backbone's feature width).
@@ -148,6 +156,16 @@ impl BarlowTwins {
     /// On a malformed input.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         self.encoder.project(x) // [N, D]
+    }
+
+    /// The batch's cross-correlation; in a data-parallel job over every rank's projections.
+    fn cross_correlation(&self, z1: &Tensor, z2: &Tensor) -> Result<Tensor> {
+        let eps = BarlowTwinsLossConfig::default().eps;
+        #[cfg(feature = "distributed")]
+        if let Some(dist) = &self.dist {
+            return super::across_ranks::cross_correlation_across_ranks(z1, z2, eps, dist);
+        }
+        cross_correlation(z1, z2, eps)
     }
 }
 
@@ -172,7 +190,7 @@ impl SslMethod for BarlowTwins {
         let z1 = self.project(v1)?; // [N, D]
         let z2 = self.project(v2)?; // [N, D]
                                     // 2. cross-correlation of the batch-normalised projections
-        let c = cross_correlation(&z1, &z2, BarlowTwinsLossConfig::default().eps)?; // [D, D]
+        let c = self.cross_correlation(&z1, &z2)?; // [D, D]
         // Under bf16/fp16 autocast the matmul returns half precision; summing D² squared terms
         // there rounds the loss to a few digits (a logged 91.0, 97.0). The terms are summed in f32.
         let c = if matches!(c.kind(), Kind::BFloat16 | Kind::Half) { c.to_kind(Kind::Float) } else { c };
@@ -192,6 +210,13 @@ impl SslMethod for BarlowTwins {
 
     fn backbone(&self) -> &ResNet {
         &self.encoder.backbone
+    }
+
+    /// C over every rank's projections ([`super::across_ranks::cross_correlation_across_ranks`]).
+    #[cfg(feature = "distributed")]
+    fn set_distributed(&mut self, dist: Option<std::sync::Arc<crate::distributed::Dist>>) -> Result<()> {
+        self.dist = dist.filter(|d| d.world_size() > 1);
+        Ok(())
     }
 
 }

@@ -215,6 +215,9 @@ pub struct Moco {
     queue_ptr: i64,
     /// Keys enqueued so far, capped at K (how much of the queue holds real keys).
     queue_filled: i64,
+    /// The data-parallel job: shuffled BN across its ranks, and every rank's keys into the queue.
+    #[cfg(feature = "distributed")]
+    dist: Option<std::sync::Arc<crate::distributed::Dist>>,
 }
 
 impl Moco {
@@ -239,7 +242,20 @@ impl Moco {
         let c = config.head.out_dim;
         let queue = Tensor::randn([c, config.queue_size], (Kind::Float, device)); // [C, K]
         let queue = queue.shallow_clone() / queue.norm_scalaropt_dim(2.0, [0i64].as_slice(), true).clamp_min(1e-12); // [C, K], unit columns
-        Ok(Moco { config, online, target, encoder_q, head_q, encoder_k, head_k, queue, queue_ptr: 0, queue_filled: 0 })
+        Ok(Moco {
+            config,
+            online,
+            target,
+            encoder_q,
+            head_q,
+            encoder_k,
+            head_k,
+            queue,
+            queue_ptr: 0,
+            queue_filled: 0,
+            #[cfg(feature = "distributed")]
+            dist: None,
+        })
     }
 
     /// The config (with the head's `in_dim` set to the backbone's feature width).
@@ -262,13 +278,30 @@ impl Moco {
     pub fn queue_fill(&self) -> f64 {
         self.queue_filled as f64 / self.config.queue_size as f64
     }
-    /// Keys enqueued per training step: N, or 2N with the symmetric loss.
+    /// Keys enqueued per training step: N, or 2N with the symmetric loss, times the ranks of a
+    /// data-parallel job (every rank's keys go into every rank's queue).
     fn keys_per_step(&self, n: i64) -> i64 {
-        if self.config.symmetric {
-            2 * n
-        } else {
-            n
+        let per_rank = if self.config.symmetric { 2 * n } else { n };
+        per_rank * self.world_size()
+    }
+
+    /// The ranks of the data-parallel job this MoCo trains in (1 alone).
+    fn world_size(&self) -> i64 {
+        #[cfg(feature = "distributed")]
+        if let Some(d) = &self.dist {
+            return d.world_size() as i64;
         }
+        1
+    }
+
+    /// `keys` of this rank, or in a data-parallel job every rank's, in rank order (builder.py's
+    /// `concat_all_gather` before `_dequeue_and_enqueue`): the queue is the same on every rank.
+    fn keys_of_all_ranks(&self, keys: Tensor) -> Result<Tensor> {
+        #[cfg(feature = "distributed")]
+        if let Some(d) = &self.dist {
+            return d.concat_all_gather(&keys); // [W·B, C]
+        }
+        Ok(keys)
     }
 
     /// Checks that a batch of `n` images fits: K divisible by the keys enqueued per step, and `n`
@@ -284,7 +317,11 @@ impl Moco {
                  choose a batch size that divides K, or set queue_size to a multiple of {per_step}",
                 self.config.queue_size,
                 per_step,
-                if self.config.symmetric { ", two views with the symmetric loss" } else { "" }
+                match (self.config.symmetric, self.world_size()) {
+                    (false, 1) => String::new(),
+                    (true, 1) => ", two views with the symmetric loss".into(),
+                    (sym, w) => format!("{} on each of {w} ranks", if sym { ", two views" } else { "" }),
+                }
             ));
         }
         if n % self.config.bn_splits != 0 {
@@ -343,6 +380,20 @@ impl Moco {
     /// # Errors
     /// As [`Moco::query`].
     pub fn keys(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "distributed")]
+        if let Some(dist) = &self.dist {
+            // builder.py's _batch_shuffle_ddp / _batch_unshuffle_ddp: each rank's BatchNorm sees
+            // a random share of every rank's images; bn_splits then splits that share further.
+            // Shuffled BN is MoCo's own answer to BN across ranks: never synchronised
+            // (TrainConfig::sync_batch_norm then applies to the queries only).
+            return tch::no_grad(|| {
+                let (shuffled, unshuffle) = super::across_ranks::shuffle_across_ranks(x, dist)?; // [N, 3, H, W]
+                let k = crate::models::norm::with_sync_batch_norm(None, || {
+                    self.encode(&self.encoder_k, &self.head_k, &shuffled)
+                })?; // [N, C], shuffled order
+                l2_normalize(&super::across_ranks::unshuffle_across_ranks(&k, &unshuffle, dist)?) // [N, C]
+            });
+        }
         tch::no_grad(|| {
             if self.config.bn_splits == 1 {
                 return l2_normalize(&self.encode(&self.encoder_k, &self.head_k, x)?);
@@ -478,7 +529,8 @@ impl SslMethod for Moco {
             }
             _ => (loss12, stats12, k2), // [], [3], [N, C]
         };
-        // 6. dequeue and enqueue
+        // 6. dequeue and enqueue (in a data-parallel job, the keys of every rank)
+        let keys = self.keys_of_all_ranks(keys)?;
         self.enqueue(&keys)?;
         let fixed = vec![
             ("temperature".to_string(), self.config.temperature),
@@ -500,6 +552,13 @@ impl SslMethod for Moco {
 
     fn backbone(&self) -> &ResNet {
         &self.encoder_q
+    }
+
+    /// Shuffled BN across the ranks and every rank's keys into the queue, as builder.py.
+    #[cfg(feature = "distributed")]
+    fn set_distributed(&mut self, dist: Option<std::sync::Arc<crate::distributed::Dist>>) -> Result<()> {
+        self.dist = dist.filter(|d| d.world_size() > 1);
+        Ok(())
     }
 
     /// The key encoder as `encoder_k.*`, `queue` `[C, K]`, `queue_ptr` `[1]` and `queue_filled`

@@ -178,8 +178,24 @@ pub trait SslMethod {
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         load_named(self.name(), &[], state)
     }
+
+    /// Joins a data-parallel job (feature `distributed`; the engine calls it with the run's
+    /// job, `None` for one process): a method whose loss couples the images of a batch computes
+    /// that term over every rank's images ([`across_ranks`]). The default does nothing, which
+    /// is right for losses that average per-image terms (BYOL): averaging the gradients over
+    /// ranks then gives the whole batch's.
+    ///
+    /// # Errors
+    /// When the method cannot train across ranks with its settings.
+    #[cfg(feature = "distributed")]
+    fn set_distributed(&mut self, dist: Option<std::sync::Arc<crate::distributed::Dist>>) -> Result<()> {
+        let _ = dist;
+        Ok(())
+    }
 }
 
+#[cfg(feature = "distributed")]
+pub mod across_ranks;
 pub mod barlow_twins;
 pub mod byol;
 pub mod moco;

@@ -107,6 +107,9 @@ impl SimClrConfig {
 pub struct SimClr {
     config: SimClrConfig,
     encoder: ProjectedEncoder,
+    /// The data-parallel job whose ranks' projections are the negatives too.
+    #[cfg(feature = "distributed")]
+    dist: Option<std::sync::Arc<crate::distributed::Dist>>,
 }
 
 impl SimClr {
@@ -119,7 +122,12 @@ impl SimClr {
         let mut config = config;
         config.projector = config.projector.clone().for_features(config.backbone.feature_dim());
         let encoder = ProjectedEncoder::new(&config.backbone, &config.projector, device)?;
-        Ok(SimClr { config, encoder })
+        Ok(SimClr {
+            config,
+            encoder,
+            #[cfg(feature = "distributed")]
+            dist: None,
+        })
     }
 
     /// The config (with the head's `in_dim` set to the backbone's feature width).
@@ -136,6 +144,15 @@ impl SimClr {
     /// On a malformed input.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         self.encoder.project(x) // [M, D]
+    }
+
+    /// NT-Xent of this batch; in a data-parallel job with the negatives of every rank.
+    fn nt_xent(&self, z1: &Tensor, z2: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "distributed")]
+        if let Some(dist) = &self.dist {
+            return super::across_ranks::nt_xent_across_ranks(z1, z2, self.config.temperature, dist);
+        }
+        nt_xent(z1, z2, &NtXentConfig { temperature: self.config.temperature })
     }
 }
 
@@ -161,7 +178,7 @@ impl SslMethod for SimClr {
         let z = self.project(&Tensor::cat(&[v1, v2], 0))?; // [2N, D]
         let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n)); // [N, D], [N, D]
                                                                // 2. NT-Xent over the 2N views
-        let loss = nt_xent(&z1, &z2, &NtXentConfig { temperature: self.config.temperature })?; // []
+        let loss = self.nt_xent(&z1, &z2)?; // []
         let stats = tch::no_grad(|| -> Result<Tensor> {
             let zn = l2_normalize(&z.detach().to_kind(Kind::Float))?; // [2N, D]
             let sim = zn.mm(&zn.tr()); // [2N, 2N]
@@ -182,6 +199,13 @@ impl SslMethod for SimClr {
 
     fn backbone(&self) -> &ResNet {
         &self.encoder.backbone
+    }
+
+    /// The negatives of every rank ([`super::across_ranks::nt_xent_across_ranks`]).
+    #[cfg(feature = "distributed")]
+    fn set_distributed(&mut self, dist: Option<std::sync::Arc<crate::distributed::Dist>>) -> Result<()> {
+        self.dist = dist.filter(|d| d.world_size() > 1);
+        Ok(())
     }
 
 }

@@ -325,7 +325,7 @@ impl Mlp {
         for layer in &self.layers {
             h = h.apply(&layer.linear); // [N, hidden_dim] or [N, out_dim]
             if let Some(bn) = &layer.bn {
-                h = h.apply_t(bn, train); // same shape
+                h = super::norm::batch_norm(bn, &h, train)?; // same shape
             }
             if layer.relu {
                 h = h.relu(); // same shape

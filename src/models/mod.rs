@@ -4,6 +4,7 @@ pub mod resnet;
 
 pub use resnet::{resnet18, resnet34, resnet50, Depth, ResNet, ResNetConfig, Stage};
 pub mod heads;
+pub mod norm;
 
 pub use heads::{HeadConfig, Mlp};
 pub mod weights;

@@ -9,6 +9,7 @@
 //!
 //! The small-image variant (`small_images: true`) replaces the 7x7/2 stem and its max-pool with a
 //! 3x3/1 convolution, as SimCLR (Appendix B.9) and the MoCo CIFAR demo do for 32x32 inputs.
+use super::norm::batch_norm as batch_norm_t;
 use crate::error::{config_err, Error, Result};
 use tch::nn;
 use tch::Tensor;
@@ -170,20 +171,20 @@ impl Block {
         Block { convs, downsample }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.convs.len() - 1;
         let mut h = x.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            h = h.apply(conv).apply_t(bn, train);
+            h = batch_norm_t(bn, &h.apply(conv), train)?;
             if i < last {
                 h = h.relu();
             }
         }
         let identity = match &self.downsample {
-            Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
+            Some((conv, bn)) => batch_norm_t(bn, &x.apply(conv), train)?,
             None => x.shallow_clone(),
         };
-        (h + identity).relu()
+        Ok((h + identity).relu())
     }
 }
 
@@ -286,7 +287,7 @@ impl ResNet {
     pub fn forward_until(&self, x: &Tensor, stage: Stage, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         self.check_stage(stage)?;
-        let mut h = x.apply(&self.conv1).apply_t(&self.bn1, train).relu(); // [N, 64, H/2, W/2] (H, W small)
+        let mut h = batch_norm_t(&self.bn1, &x.apply(&self.conv1), train)?.relu(); // [N, 64, H/2, W/2] (H, W small)
         if stage == Stage::Stem {
             return Ok(h);
         }
@@ -296,7 +297,7 @@ impl ResNet {
         if stage == Stage::MaxPool {
             return Ok(h);
         }
-        Ok(self.run_stages(h, Stage::MaxPool, stage, train))
+        self.run_stages(h, Stage::MaxPool, stage, train)
     }
 
     /// Continues from the output `h` of stage `from` up to stage `to` (after `from`): the other
@@ -313,7 +314,7 @@ impl ResNet {
                 "forward_from: cannot run from {from:?} to {to:?}; start at MaxPool..Layer4 and end at a later stage"
             )));
         }
-        Ok(self.run_stages(h.shallow_clone(), from, to, train))
+        self.run_stages(h.shallow_clone(), from, to, train)
     }
 
     fn check_stage(&self, stage: Stage) -> Result<()> {
@@ -324,24 +325,24 @@ impl ResNet {
     }
 
     /// The residual stages after `from` up to `to`, then pooling and `fc` as `to` asks.
-    fn run_stages(&self, mut h: Tensor, from: Stage, to: Stage, train: bool) -> Tensor {
+    fn run_stages(&self, mut h: Tensor, from: Stage, to: Stage, train: bool) -> Result<Tensor> {
         let stages = [Stage::Layer1, Stage::Layer2, Stage::Layer3, Stage::Layer4];
         for (layer, &here) in self.layers.iter().zip(&stages) {
             if here <= from {
                 continue;
             }
             for block in layer {
-                h = block.forward_t(&h, train); // [N, C_i, H_i, W_i]
+                h = block.forward_t(&h, train)?; // [N, C_i, H_i, W_i]
             }
             if to == here {
-                return h;
+                return Ok(h);
             }
         }
         let h = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1); // [N, D]
-        match (to, &self.fc) {
+        Ok(match (to, &self.fc) {
             (Stage::Fc, Some(fc)) => h.apply(fc), // [N, classes]
             _ => h,
-        }
+        })
     }
 
     /// Pooled features `[N, feature_dim]` (the representation SSL methods train).

@@ -18,6 +18,7 @@ use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
 use super::knn::backbone_knn_accuracy;
 use super::optim::Optimizer;
+use super::parallel::DataParallel;
 use super::progress::{duration, Line, Progress};
 use super::{KnnMonitor, TrainConfig};
 use crate::augment::{self, Augment, AugmentRng, MultiView};
@@ -62,6 +63,12 @@ pub(crate) trait Trainee {
     /// the method's described settings (`Null` when it does not describe them), the
     /// augmentations and the starting weights' fingerprint where they are an input.
     fn identity_parts(&self) -> Result<IdentityParts>;
+    /// Joins the run's data-parallel job (one process: a job of one), so that a method computes
+    /// its batch-wide terms over every rank. Nothing by default.
+    fn join(&mut self, par: &DataParallel) -> Result<()> {
+        let _ = par;
+        Ok(())
+    }
 }
 
 /// The trainee's share of a [`RunIdentity`].
@@ -110,6 +117,12 @@ impl<M: SslMethod + ?Sized, A: MultiView> Trainee for SslTrainee<'_, M, A> {
     }
     fn after_step(&mut self, step: usize, total: usize) -> Result<()> {
         self.method.after_step(step, total)
+    }
+    fn join(&mut self, par: &DataParallel) -> Result<()> {
+        #[cfg(feature = "distributed")]
+        self.method.set_distributed(par.dist().cloned())?;
+        let _ = par;
+        Ok(())
     }
     fn identity_parts(&self) -> Result<IdentityParts> {
         let method = self.method.config_json();
@@ -251,18 +264,36 @@ pub fn backward_and_step(
     scaler: Option<&mut LossScaler>,
     grad_clip: Option<f64>,
 ) -> Result<StepMetrics> {
+    backward_sync_step(loss, opt, scaler, grad_clip, &DataParallel::default())
+}
+
+/// [`backward_and_step`] with the gradients averaged over the ranks of `par` right after the
+/// backward pass (before the finite check, clipping and the step, so every rank sees the same
+/// gradients and takes the same decisions). The backward pass's own errors (a collective inside
+/// the graph, SimCLR's gathered negatives, whose peer died) come back as errors, not panics.
+fn backward_sync_step(
+    loss: &Tensor,
+    opt: &mut Optimizer,
+    scaler: Option<&mut LossScaler>,
+    grad_clip: Option<f64>,
+    par: &DataParallel,
+) -> Result<StepMetrics> {
     let mut metrics = StepMetrics::new();
     let mut apply = true;
     match scaler {
         Some(s) => {
             opt.backward(&(loss * s.scale))?;
+            par.average_gradients(opt)?;
             opt.scale_grads(1.0 / s.scale);
             let finite = opt.grads_finite(); // the unavoidable sync, see above
             s.update(finite);
             apply = finite;
             metrics = metrics.with("loss_scale", s.scale);
         }
-        None => opt.backward(loss)?,
+        None => {
+            opt.backward(loss)?;
+            par.average_gradients(opt)?;
+        }
     }
     if apply {
         if let Some(max) = grad_clip {
@@ -279,6 +310,16 @@ pub fn backward_and_step(
 fn step_seed(seed: u64, salt: u64, step: usize) -> u64 {
     let z = seed ^ salt.rotate_left(32) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     splitmix64(z.wrapping_add(GOLDEN_GAMMA))
+}
+
+/// [`step_seed`] of rank `rank`: rank 0's is the single process's, the others draw their own
+/// augmentations (as each DDP worker does), so `W` ranks are one process's batch with other
+/// random views, not the same views.
+fn rank_step_seed(seed: u64, salt: u64, step: usize, rank: usize) -> u64 {
+    match rank {
+        0 => step_seed(seed, salt, step),
+        r => splitmix64(step_seed(seed, salt, step) ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    }
 }
 const SALT_AUGMENT: u64 = 0xA4;
 const SALT_TORCH: u64 = 0x7C;
@@ -377,8 +418,15 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     chunked: bool,
 ) -> Result<History> {
     cfg.validate()?;
+    t.join(&cfg.distributed)?;
     let mut setup = Setup::new(t, set, cfg, out_dir)?;
     let start = resume(t, cfg, out_dir, &mut setup)?;
+    if cfg.distributed.is_parallel() {
+        // Rank 0's weights, buffers and method state everywhere (a fresh run's random init
+        // differs between ranks; a resumed one is checked to start at the same step).
+        let state = cfg.distributed.sync_start(start.step, &store_vars(t.vars()), t.state())?;
+        t.load_state(&state)?;
+    }
     if setup.channels_last {
         to_channels_last(t.vars());
     }
@@ -407,22 +455,24 @@ struct Setup {
     /// For the notes and warnings before training (the session starts its own at its first step).
     progress: Progress,
     identity: RunIdentity,
-    /// Held until the run returns.
-    lock: RunLock,
+    /// Held until the run returns; rank 0's only (the other ranks never write the folder).
+    lock: Option<RunLock>,
 }
 
 impl Setup {
     fn new<T: Trainee + ?Sized>(t: &T, set: &ImageSet, cfg: &TrainConfig, out_dir: &Path) -> Result<Setup> {
         let device = t.vars().device();
+        let par = &cfg.distributed;
         let loader =
-            Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?;
+            Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?
+                .shard(par.rank(), par.world_size())?;
         let spe = loader.batches_per_epoch();
         let total = cfg.epochs * spe;
         cfg.schedule.validate(total)?;
         let opt = Optimizer::new(t.vars(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
         let cuda = matches!(device, Device::Cuda(_));
         let channels_last = cfg.channels_last && cuda;
-        let mut progress = Progress::new(cfg.progress, cfg.log_every, 0);
+        let mut progress = Progress::new(cfg.progress && par.is_main(), cfg.log_every, 0);
         // CUDA autocast, CPU bf16 autocast where the CPU has bf16, else f32 (with a note saying why).
         let amp::AmpSetup { autocast, fp16, note } = amp::setup(cfg.mixed_precision, device)?;
         if let Some(note) = note {
@@ -432,10 +482,15 @@ impl Setup {
 
         // One trainer per folder (a second one would overwrite this one's checkpoints); the
         // temporary files of a killed trainer's interrupted writes go.
-        let lock = lock_run_folder(out_dir)?;
-        for stale in crate::files::sweep_temp_files(out_dir)? {
-            progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
-        }
+        let lock = if par.is_main() {
+            let lock = lock_run_folder(out_dir)?;
+            for stale in crate::files::sweep_temp_files(out_dir)? {
+                progress.warn(&format!("removed {}, left by an interrupted write", stale.display()));
+            }
+            Some(lock)
+        } else {
+            None
+        };
         let parts = t.identity_parts()?;
         if parts.undescribed {
             progress.warn(&format!(
@@ -602,7 +657,7 @@ struct Session<'a> {
     started: Instant,
     budget_hit: bool,
     interrupted: bool,
-    _lock: RunLock,
+    _lock: Option<RunLock>,
 }
 
 /// When an epoch's training began, and the seconds it had trained in an earlier call.
@@ -638,17 +693,22 @@ impl<'a> Session<'a> {
                 start.step / spe + 1
             ));
         }
-        crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-        crate::files::write_file(&out_dir.join(IDENTITY_FILE), &serde_json::to_vec_pretty(&identity)?)?;
-        let writer = JsonlWriter::start(&out_dir.join(HISTORY_FILE), &start.history)?;
+        let writer = if cfg.distributed.is_main() {
+            crate::files::write_file(&out_dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+            crate::files::write_file(&out_dir.join(IDENTITY_FILE), &serde_json::to_vec_pretty(&identity)?)?;
+            Some(JsonlWriter::start(&out_dir.join(HISTORY_FILE), &start.history)?)
+        } else {
+            None
+        };
         let log = StepLog {
             pending: Vec::new(),
             window_started: Instant::now(),
             history: start.history,
             writer,
             collapse: CollapseMonitor::new(cfg.collapse_warn_fraction),
-            progress: Progress::new(cfg.progress, cfg.log_every, start.step),
+            progress: Progress::new(cfg.progress && cfg.distributed.is_main(), cfg.log_every, start.step),
             first_non_finite: None,
+            par: cfg.distributed.clone(),
         };
         Ok(Session {
             cfg,
@@ -715,14 +775,17 @@ impl<'a> Session<'a> {
         let (cfg, step) = (self.cfg, self.step);
         let lr = cfg.schedule.lr(cfg.lr, step, self.total, self.plan.steps_per_epoch);
         self.opt.set_lr(lr);
-        tch::manual_seed(step_seed(cfg.seed, SALT_TORCH, step) as i64);
-        let mut rng = augment::rng(step_seed(cfg.seed, SALT_AUGMENT, step));
-        let StepOutput { loss, z, mut metrics } = t.forward(batch, &mut rng, self.channels_last, self.autocast)?;
+        let rank = cfg.distributed.rank();
+        tch::manual_seed(rank_step_seed(cfg.seed, SALT_TORCH, step, rank) as i64);
+        let mut rng = augment::rng(rank_step_seed(cfg.seed, SALT_AUGMENT, step, rank));
+        let (channels_last, autocast) = (self.channels_last, self.autocast);
+        let StepOutput { loss, z, mut metrics } =
+            cfg.distributed.forward(|| t.forward(batch, &mut rng, channels_last, autocast))?;
         let ls = loss.size();
         if !(ls.is_empty() || ls == [1]) {
             return Err(Error::shape("the loss returned by the training step", "a scalar []", &ls));
         }
-        metrics.extend(backward_and_step(&loss, &mut self.opt, self.scaler.as_mut(), cfg.grad_clip)?);
+        metrics.extend(backward_sync_step(&loss, &mut self.opt, self.scaler.as_mut(), cfg.grad_clip, &cfg.distributed)?);
         t.after_step(step, self.total)?;
         self.log.pending.push(PendingStep::new(step, epoch, lr, batch.len(), &loss, z.as_ref(), metrics, self.device)?);
         self.step += 1;
@@ -741,11 +804,14 @@ impl<'a> Session<'a> {
         if epoch_done {
             end_epoch(t, &mut self.log, cfg, epoch, self.step >= self.total, clock.seconds())?;
         }
-        self.budget_hit = cfg.time_budget_secs.is_some_and(|b| self.started.elapsed().as_secs_f64() >= b);
-        self.interrupted = super::stop_requested();
+        let budget_hit = cfg.time_budget_secs.is_some_and(|b| self.started.elapsed().as_secs_f64() >= b);
+        let timed_save = cfg.checkpoint_every_secs.is_some_and(|s| self.last_save.elapsed().as_secs_f64() >= s);
+        // Clocks and signals differ between ranks: all stop (and save) when one says so.
+        let [budget_hit, interrupted, timed_save] =
+            cfg.distributed.any([budget_hit, super::stop_requested(), timed_save && cfg.distributed.is_main()])?;
+        (self.budget_hit, self.interrupted) = (budget_hit, interrupted);
         let stop = self.step >= self.plan.stop_at || self.budget_hit || self.interrupted;
-        let periodic = cfg.checkpoint_every_steps.is_some_and(|n| self.step % n == 0)
-            || cfg.checkpoint_every_secs.is_some_and(|s| self.last_save.elapsed().as_secs_f64() >= s);
+        let periodic = cfg.checkpoint_every_steps.is_some_and(|n| self.step % n == 0) || timed_save;
         if stop || periodic {
             // Read (and check) every step before saving weights that went through them.
             self.log.flush(&self.plan, self.last_checkpoint)?;
@@ -759,6 +825,12 @@ impl<'a> Session<'a> {
     /// the current step (after a flush), unless a tensor is no longer finite.
     fn checkpoint<T: Trainee + ?Sized>(&mut self, t: &T, epoch_seconds: f64) -> Result<()> {
         let (step, out_dir) = (self.step, self.plan.out_dir);
+        if !self.cfg.distributed.is_main() {
+            self.last_save = Instant::now();
+            self.last_checkpoint = Some(step);
+            self.log.restart_clock();
+            return Ok(());
+        }
         let meta = CheckpointMeta {
             format: checkpoint::FORMAT_VERSION,
             kind: t.kind().into(),
@@ -785,7 +857,7 @@ impl<'a> Session<'a> {
             ));
         }
         ck.save(out_dir)?;
-        self.log.writer.flush()?;
+        self.log.flush_file()?;
         self.last_save = Instant::now();
         self.last_checkpoint = Some(step);
         self.log.restart_clock();
@@ -797,12 +869,14 @@ impl<'a> Session<'a> {
     /// and the call says where it stopped — an interrupted run returns [`Error::Interrupted`].
     fn finish(mut self, outcome: Result<()>) -> Result<History> {
         if let Err(e) = outcome {
+            // Alone: the other ranks may be gone, so no collective here.
+            self.log.par = DataParallel::default();
             return Err(match self.log.flush(&self.plan, self.last_checkpoint) {
                 Err(d @ Error::Diverged(_)) => d,
                 _ => e,
             });
         }
-        self.log.writer.flush()?;
+        self.log.flush_file()?;
         let (step, total, out_dir) = (self.step, self.total, self.plan.out_dir);
         if self.interrupted && step < total {
             return Err(Error::Interrupted(format!(
@@ -859,7 +933,7 @@ fn end_epoch<T: Trainee + ?Sized>(
         summary.push_str(&format!(" | test loss {l:.4}"));
     }
     summary.push_str(&format!(" | {}", duration(rec.seconds)));
-    log.writer.append(&Record::Epoch(rec.clone()))?;
+    log.append(&Record::Epoch(rec.clone()))?;
     log.history.epochs.push(rec);
     log.progress.message(&summary);
     log.restart_clock();
@@ -929,16 +1003,27 @@ struct StepLog {
     /// which are not training time).
     window_started: Instant,
     history: History,
-    writer: JsonlWriter,
+    /// The history file; rank 0's only.
+    writer: Option<JsonlWriter>,
     collapse: CollapseMonitor,
     progress: Progress,
     /// The first step and metric name whose value was NaN or infinite (left out of the history).
     first_non_finite: Option<(usize, String)>,
+    /// The job: a flush logs the ranks' mean.
+    par: DataParallel,
 }
 
 impl StepLog {
     fn restart_clock(&mut self) {
         self.window_started = Instant::now();
+    }
+
+    fn append(&mut self, record: &Record) -> Result<()> {
+        self.writer.as_mut().map_or(Ok(()), |w| w.append(record))
+    }
+
+    fn flush_file(&mut self) -> Result<()> {
+        self.writer.as_mut().map_or(Ok(()), JsonlWriter::flush)
     }
 
     /// Reads the pending steps in one transfer and logs them in order; the first non-finite
@@ -955,10 +1040,11 @@ impl StepLog {
         }
         let pending = std::mem::take(&mut self.pending);
         let rows: Vec<&Tensor> = pending.iter().map(|p| &p.row).collect();
-        let values = Vec::<f64>::try_from(tch::no_grad(|| Tensor::f_cat(&rows, 0))?.to_device(Device::Cpu))?;
+        let window = self.par.mean(tch::no_grad(|| Tensor::f_cat(&rows, 0))?)?;
+        let values = Vec::<f64>::try_from(window.to_device(Device::Cpu))?;
         let seconds = self.window_started.elapsed().as_secs_f64();
         self.restart_clock();
-        let images: usize = pending.iter().map(|p| p.images).sum();
+        let images: usize = pending.iter().map(|p| p.images).sum::<usize>() * self.par.world_size();
         let images_per_sec = images as f64 / seconds.max(1e-9);
         let mut offset = 0;
         for p in pending {
@@ -967,7 +1053,7 @@ impl StepLog {
             offset += n;
             let loss = v[0];
             if !loss.is_finite() {
-                self.writer.flush()?;
+                self.flush_file()?;
                 return Err(diverged(loss, p.step, p.epoch, p.lr, last_checkpoint, plan.out_dir));
             }
             let (z_std, device_values) = match p.z_dim {
@@ -991,7 +1077,7 @@ impl StepLog {
                 v.is_finite()
             });
             let record = StepRecord { step: p.step, epoch: p.epoch, loss, lr: p.lr, z_std, images_per_sec, metrics };
-            self.writer.append(&Record::Step(record.clone()))?;
+            self.append(&Record::Step(record.clone()))?;
             self.history.steps.push(record);
             let in_epoch = p.step - p.epoch * plan.steps_per_epoch;
             let line = Line {
@@ -1008,6 +1094,6 @@ impl StepLog {
             self.progress.step(&line, in_epoch + 1 == plan.steps_per_epoch || p.step + 1 == plan.stop_at);
         }
         // A notebook may be watching the file (History::load_jsonl): one write per window.
-        self.writer.flush()
+        self.flush_file()
     }
 }

@@ -50,6 +50,7 @@ pub mod history;
 pub mod identity;
 pub mod knn;
 pub mod optim;
+pub mod parallel;
 mod progress;
 pub mod scale;
 pub mod schedule;
@@ -62,6 +63,7 @@ pub use history::{EpochRecord, History, Record, StepRecord};
 pub use identity::RunIdentity;
 pub use knn::{backbone_knn_accuracy, KnnConfig};
 pub use optim::{Optimizer, OptimizerConfig, ParamGroup};
+pub use parallel::DataParallel;
 pub use scale::Scale;
 pub use schedule::{cosine_lr, one_cycle_lr, step_decay_lr, LrSchedule};
 
@@ -150,6 +152,11 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Print the progress bar and the epoch summaries.
     pub progress: bool,
+    /// One process (the default), or one rank of a data-parallel job
+    /// (`TrainConfig::distributed`, feature `distributed`). Not saved with the config: a run
+    /// may resume with another number of processes.
+    #[serde(skip)]
+    pub distributed: DataParallel,
 }
 
 impl Default for TrainConfig {
@@ -175,6 +182,7 @@ impl Default for TrainConfig {
             resume: true,
             prefetch: 2,
             progress: true,
+            distributed: DataParallel::default(),
         }
     }
 }
@@ -263,6 +271,22 @@ impl TrainConfig {
     /// The same config with the progress bar on or off.
     pub fn progress(mut self, progress: bool) -> Self {
         self.progress = progress;
+        self
+    }
+    /// The same config trained data-parallel as rank `dist.rank()` of `dist.world_size()`
+    /// processes (see [`parallel`] and docs/distributed.md): `batch_size` stays the global batch,
+    /// which the processes split; rank 0 writes the run folder.
+    #[cfg(feature = "distributed")]
+    pub fn distributed(mut self, dist: std::sync::Arc<crate::distributed::Dist>) -> Self {
+        self.distributed = DataParallel::new(dist);
+        self
+    }
+    /// The same config with BatchNorm synchronised over the processes during training (PyTorch's
+    /// `SyncBatchNorm`; [`crate::models::norm`]): then `W` processes of `B` normalise as one of
+    /// `W·B`. After [`TrainConfig::distributed`]; MoCo's keys keep their shuffled BN.
+    #[cfg(feature = "distributed")]
+    pub fn sync_batch_norm(mut self, sync: bool) -> Self {
+        self.distributed = self.distributed.sync_batch_norm(sync);
         self
     }
 

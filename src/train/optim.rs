@@ -361,6 +361,13 @@ impl Optimizer {
         self.params.iter().map(Self::grad_of).filter(Tensor::defined).collect()
     }
 
+    /// The defined gradients, in parameter order (shallow: writing into them changes the
+    /// gradients), for averaging them over ranks ([`super::parallel`]).
+    #[cfg(feature = "distributed")]
+    pub(crate) fn gradients(&self) -> Vec<Tensor> {
+        self.grads()
+    }
+
     /// The global ℓ2 norm of all gradients (before clipping). Reads it from the device; the
     /// engine uses [`Optimizer::grad_norm_tensor`].
     pub fn grad_norm(&self) -> f64 {
