@@ -10,8 +10,8 @@
 #   bench/run_train_step.sh --batch 64 --size 32 --steps 5 --warmup 2 --stem cifar   # issue 17's CPU setting
 #
 # Options (passed to both programs): --batch --size --steps --warmup --methods --stem.
-# Environment: PYTHON (default python3, with torch and torchvision), BENCH_BIN (default
-# .bin/bench_train_step, then target/release/examples/bench_train_step, else cargo builds it), COMPILE
+# Environment: PYTHON (default python3, with torch and torchvision), BENCH_BIN (default: cargo
+# builds target/release/examples/bench_train_step; without cargo, .bin/bench_train_step), COMPILE
 # (1: add the torch.compile configuration; default 1 on CUDA, 0 on the CPU), OUT_DIR (where the
 # JSON results go; default a temporary folder), CPU_BF16 (on the CPU: `auto` runs the bf16 rows
 # of both programs when the CPU has native bf16 (avx512_bf16, amx_bf16, Arm bf16) and skips them
@@ -35,13 +35,15 @@ export TORCH_CPP_LOG_LEVEL=${TORCH_CPP_LOG_LEVEL:-ERROR}
 
 BIN=${BENCH_BIN:-}
 if [[ -z "$BIN" ]]; then
-    if [[ -x .bin/bench_train_step ]]; then
-        BIN=.bin/bench_train_step
-    elif [[ -x "${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step" ]]; then
-        BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
-    else
+    # With cargo at hand, build (a no-op when up to date): an old binary would time old code.
+    if command -v cargo >/dev/null; then
         LIBTORCH_USE_PYTORCH=1 cargo build --release --example bench_train_step
         BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
+    elif [[ -x .bin/bench_train_step ]]; then
+        BIN=.bin/bench_train_step  # the GPU machine, which has no Rust: the binary carried there
+    else
+        echo "no cargo and no .bin/bench_train_step: build it with cargo build --release --example bench_train_step" >&2
+        exit 2
     fi
 fi
 OUT=${OUT_DIR:-$(mktemp -d)}
