@@ -83,6 +83,12 @@ fn line_plot_explains_bad_series() {
     assert!(err.to_string().contains("logarithmic"), "{err}");
     assert!(viz::line_plot(&[], &cfg).is_err());
     assert!(viz::line_plot_two_axes(&[Series::indexed("a", vec![1.0])], &[], &cfg).is_err());
+    // Every chart takes the same size limits and names its config in the error.
+    let err = viz::line_plot(&[Series::indexed("loss", vec![0.5])], &cfg.clone().size(100, 400)).unwrap_err();
+    assert!(err.to_string().contains("LinePlotConfig size") && err.to_string().contains("100x400"), "{err}");
+    let bars = viz::BarChartConfig::new("t", "x", "y").size(800, 5000);
+    let err = viz::bar_chart(&["a".to_string()], &[viz::Bars::counts("n", &[1])], &bars).unwrap_err();
+    assert!(err.to_string().contains("BarChartConfig size") && err.to_string().contains("800x5000"), "{err}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! Categories are discrete, so each sits at an integer position with its name under it, and a
 //! group's bars share one palette colour with a legend entry. The value is written above each
 //! bar: a histogram of 50 images is read by its counts, not by a y-axis tick.
-use super::figure::{draw_legend, plot_err, Figure, Plot};
+use super::figure::{check_size, draw_legend, plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -84,12 +84,7 @@ impl BarChartConfig {
 /// # Ok::<(), selfsup::Error>(())
 /// ```
 pub fn bar_chart(categories: &[String], groups: &[Bars], cfg: &BarChartConfig) -> Result<Figure> {
-    if !(200..=4000).contains(&cfg.width) || !(150..=4000).contains(&cfg.height) {
-        return Err(Error::Config(format!(
-            "BarChartConfig size: expected width in 200..=4000 and height in 150..=4000, got {}x{}",
-            cfg.width, cfg.height
-        )));
-    }
+    check_size("BarChartConfig", cfg.width, cfg.height)?;
     if categories.is_empty() || groups.is_empty() {
         return Err(Error::Data(format!(
             "bar_chart: expected at least one category and one group of bars, got {} categories and {} groups",

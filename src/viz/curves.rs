@@ -5,7 +5,7 @@
 //! into a cell all become [`Series`], so any of them is one call away from a plot. Several runs
 //! share one plot with a legend; colours come from the colour-blind-safe
 //! [`palette`](super::palette) in the order the series are given.
-use super::figure::{draw_legend, plot_err, Figure, Plot};
+use super::figure::{check_size, draw_legend, plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
@@ -128,13 +128,7 @@ impl LinePlotConfig {
     }
     /// Checks the size.
     pub fn validate(&self) -> Result<()> {
-        if !(200..=4000).contains(&self.width) || !(150..=4000).contains(&self.height) {
-            return Err(Error::Config(format!(
-                "LinePlotConfig size: expected width in 200..=4000 and height in 150..=4000, got {}x{}",
-                self.width, self.height
-            )));
-        }
-        Ok(())
+        check_size("LinePlotConfig", self.width, self.height)
     }
 }
 

@@ -101,6 +101,16 @@ impl Figure {
     }
 }
 
+/// Checks a chart config's size, the same limits for every chart: `what` names the config.
+pub(crate) fn check_size(what: &str, width: u32, height: u32) -> Result<()> {
+    if !(200..=4000).contains(&width) || !(150..=4000).contains(&height) {
+        return Err(Error::Config(format!(
+            "{what} size: expected width in 200..=4000 and height in 150..=4000, got {width}x{height}"
+        )));
+    }
+    Ok(())
+}
+
 /// Converts any plotters error into the kit's error.
 pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Error {
     Error::Plot(e.to_string())
