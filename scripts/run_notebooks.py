@@ -14,6 +14,10 @@ to `--scale` (default: SELFSUP_SCALE if set, else `smoke`, the tests' scale), so
 trains at a lesson's size by accident. `--runs DIR` sets SELFSUP_RUNS (where the notebooks keep
 their run folders; default: runs/ next to each notebook, and not the runs `./kit prepare` trained).
 
+Each notebook's line gives two times: the wall time of this runner (the kernel's start included, and
+LATE_WAIT_S after every cell, which Jupyter does not wait) and the sum of its cells' own times, which is
+what Run All costs in Jupyter with the kernel already started.
+
 A notebook may ask for key figures in its metadata: {"selfsup": {"min_images": 3}} fails the
 run if fewer image outputs come out.
 
@@ -223,8 +227,11 @@ def run(path, kernel, out_dir, timeout, warm=False, unchanged=None):
     first = f"{times[0]:.1f} s" if times else "n/a"
     slowest_rest = f"{max(times[1:]):.1f} s" if len(times) > 1 else "n/a"
     status = "FAILED" if problems else "passed"
+    # The cells' own time is what Run All costs in Jupyter; the wall time adds the kernel's start and
+    # this runner's LATE_WAIT_S after every cell.
     print(
-        f"{name}: {status} in {elapsed:.1f} s (first cell {first}, slowest other cell {slowest_rest}), "
+        f"{name}: {status} in {elapsed:.1f} s (its {len(times)} cells {sum(times):.1f} s; first cell {first}, "
+        f"slowest other cell {slowest_rest}), "
         f"{images} images -> {os.path.join(out_dir, name)}",
         flush=True,
     )

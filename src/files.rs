@@ -115,6 +115,47 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A result computed once and kept: `path` holds `{"key": …, "value": …}` as JSON. When the
+/// file's key equals `key`, its value is returned and `compute` is not called; otherwise (no
+/// file, another key, a file this version cannot read) `compute` runs and its result is written
+/// ([`write_atomic`]) for the next call. Returns the value and whether it was loaded.
+///
+/// Why: after `./kit prepare` a notebook's Run All should not redo an analysis whose inputs have
+/// not changed (the flatness of seven trained models takes a third of notebook 03's minute). The
+/// key must hold everything the result depends on (fingerprints of the weights and of the images,
+/// the settings, a version of the code), so a kept value is the one `compute` would return now.
+/// A value that does not survive the round trip through JSON (a NaN becomes `null`) is returned
+/// but not kept, so a later call computes it again instead of failing.
+///
+/// # Errors
+/// The error of `compute`, or [`Error::Io`] when the file cannot be written.
+///
+pub(crate) fn remembered<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: impl AsRef<Path>,
+    key: &serde_json::Value,
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<(T, bool)> {
+    let path = path.as_ref();
+    #[derive(serde::Deserialize)]
+    struct Kept<T> {
+        key: serde_json::Value,
+        value: T,
+    }
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(kept) = serde_json::from_str::<Kept<T>>(&text) {
+            if &kept.key == key {
+                return Ok((kept.value, true));
+            }
+        }
+    }
+    let value = compute()?;
+    let text = serde_json::to_string(&serde_json::json!({ "key": key, "value": serde_json::to_value(&value)? }))?;
+    if serde_json::from_str::<Kept<T>>(&text).is_ok_and(|kept| &kept.key == key) {
+        write_file(path, text.as_bytes())?;
+    }
+    Ok((value, false))
+}
+
 /// Removes the temporary files (`.<name>.tmp<pid>`) that processes other than this one left in
 /// `dir` — a process killed during [`write_atomic`] leaves one. Call it while holding the
 /// folder's [`RunLock`], so no other process is writing there. Returns the removed paths.
@@ -210,6 +251,40 @@ impl Drop for RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_computes_once_per_key_and_never_keeps_what_json_cannot_hold() {
+        let dir = std::env::temp_dir().join(format!("selfsup-remembered-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sum.json");
+        let calls = std::cell::Cell::new(0);
+        let sum = |n: u32| {
+            calls.set(calls.get() + 1);
+            Ok::<u32, Error>((1..=n).sum())
+        };
+        let key3 = serde_json::json!({"n": 3, "version": 1});
+        assert_eq!(remembered(&path, &key3, || sum(3)).unwrap(), (6, false));
+        assert_eq!(remembered(&path, &key3, || sum(3)).unwrap(), (6, true));
+        assert_eq!(calls.get(), 1, "the second call loads the kept value");
+        // Another key (another input) computes again and replaces the kept value.
+        let key4 = serde_json::json!({"n": 4, "version": 1});
+        assert_eq!(remembered(&path, &key4, || sum(4)).unwrap(), (10, false));
+        assert_eq!(remembered(&path, &key4, || sum(4)).unwrap(), (10, true));
+        assert_eq!(calls.get(), 2);
+        // A damaged file is a miss, not an error.
+        std::fs::write(&path, b"{\"key\": {\"n\": 4, \"version\": 1}, \"value\": ").unwrap();
+        assert_eq!(remembered(&path, &key4, || sum(4)).unwrap(), (10, false));
+        // An error of `compute` is returned and leaves the kept file alone.
+        let err = remembered(&path, &key3, || Err::<u32, Error>(Error::Data("no".into()))).unwrap_err();
+        assert!(err.to_string().contains("no"), "{err}");
+        assert_eq!(remembered(&path, &key4, || sum(4)).unwrap(), (10, true));
+        // NaN does not survive JSON (it is written as null): returned, not kept.
+        let nan_path = dir.join("nan.json");
+        let (v, loaded) = remembered(&nan_path, &key3, || Ok(f64::NAN)).unwrap();
+        assert!(v.is_nan() && !loaded);
+        assert!(!nan_path.exists(), "a value JSON cannot hold must not be kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn atomic_write_replaces_and_sweep_removes_only_foreign_temp_files() {

@@ -63,6 +63,6 @@ pub use logistic::{
 };
 pub use ood::{ood_accuracy, ood_evaluate, ood_test_set, ClassMapping, OodConfig, OodReport, OodResult, OodSet};
 pub use width::{
-    epsilon_sharpness, filter_normalized_direction, flatness_report, loss_curve_1d, loss_surface_2d,
+    epsilon_sharpness, filter_normalized_direction, flatness_report, flatness_report_saved, loss_curve_1d, loss_surface_2d,
     top_hessian_eigenvalue, FlatnessConfig, FlatnessReport, LossCurve, LossSurface, Sharpness,
 };

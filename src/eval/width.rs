@@ -295,13 +295,15 @@ pub fn filter_normalized_direction(params: &[Tensor], ignore_bias_and_bn: bool, 
 }
 
 /// The loss along one direction: `losses[i] = f(θ + alphas[i]·d)`.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LossCurve {
     /// α values, increasing, 0 in the middle.
     pub alphas: Vec<f64>,
     /// Losses at each α.
     pub losses: Vec<f64>,
-    /// The direction d (shapes of the weights).
+    /// The direction d (shapes of the weights); empty in a report loaded by
+    /// [`flatness_report_saved`], which keeps the numbers, not the tensors.
+    #[serde(skip)]
     pub direction: Vec<Tensor>,
 }
 
@@ -393,7 +395,7 @@ fn check_direction(params: &[Tensor], d: &[Tensor]) -> Result<Vec<Tensor>> {
 
 /// The loss over a plane: `losses[i][j] = f(θ + alphas[j]·d1 + betas[i]·d2)` (rows follow β, as
 /// `viz::loss_landscape_2d` takes them).
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossSurface {
     /// α values (x axis).
     pub alphas: Vec<f64>,
@@ -498,7 +500,7 @@ pub fn top_hessian_eigenvalue(
 }
 
 /// All three measures of one classifier.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FlatnessReport {
     /// The model's name.
     pub name: String,
@@ -546,6 +548,51 @@ fn classifier_weights(clf: &Classifier) -> Vec<Tensor> {
 /// [`Error::Data`] for an unlabelled or empty set; [`Error::Config`] for a bad config; the
 /// network's errors.
 pub fn flatness_report(clf: &Classifier, set: &ImageSet, cfg: &FlatnessConfig) -> Result<FlatnessReport> {
+    let (x, y) = flatness_batch(clf, set, cfg)?;
+    measure_flatness(clf, &x, &y, cfg)
+}
+
+/// Version of [`flatness_report_saved`]'s files: raise it when the measures' code or the report's
+/// fields change, so that reports computed by older code are computed again.
+const SAVED_FLATNESS_VERSION: u32 = 1;
+
+/// [`flatness_report`], kept in `dir` (one JSON file per model, named after `clf.name`) and
+/// loaded from there when it was computed before for the same weights, the same images and the
+/// same settings: the key is a fingerprint of every variable of the classifier, of the exact
+/// images and labels measured, the config and a version of this code. Notebook 03's bonus cell
+/// measures seven models, a third of its Run All after `./kit prepare`; with this, a re-run loads
+/// them and prints so. A loaded report has no direction tensors (`curve.direction` is empty); its
+/// numbers are the computed ones, bit for bit.
+///
+/// # Errors
+/// As [`flatness_report`]; [`Error::Io`] when the file cannot be written.
+pub fn flatness_report_saved(
+    clf: &Classifier,
+    set: &ImageSet,
+    cfg: &FlatnessConfig,
+    dir: impl AsRef<std::path::Path>,
+) -> Result<FlatnessReport> {
+    let (x, y) = flatness_batch(clf, set, cfg)?;
+    let key = serde_json::json!({
+        "version": SAVED_FLATNESS_VERSION,
+        "model": clf.name,
+        "weights": crate::train::identity::weights_fingerprint(clf.vs())?,
+        "images": crate::train::identity::Fingerprint::new().tensor(&x)?.tensor(&y)?.hex(),
+        "config": cfg,
+    });
+    let file: String =
+        clf.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let path = dir.as_ref().join(format!("flatness-{file}.json"));
+    let (report, loaded) = crate::files::remembered(&path, &key, || measure_flatness(clf, &x, &y, cfg))?;
+    if loaded {
+        println!("flatness of {}: loaded from {} (measured before for these weights, images and settings)", clf.name, path.display());
+    }
+    Ok(report)
+}
+
+/// The fixed batch the measures use: the first `cfg.max_images` images of `set`, normalised as
+/// the classifier expects, and their labels.
+fn flatness_batch(clf: &Classifier, set: &ImageSet, cfg: &FlatnessConfig) -> Result<(Tensor, Tensor)> {
     cfg.validate()?;
     if set.is_empty() {
         return Err(Error::Data(format!("flatness_report: '{}' has no image", set.name)));
@@ -553,9 +600,13 @@ pub fn flatness_report(clf: &Classifier, set: &ImageSet, cfg: &FlatnessConfig) -
     let n = cfg.max_images.min(set.len());
     let x = set.float_batch(0, n, clf.normalization.as_ref(), clf.device())?; // [n, 3, H, W]
     let y = set.label_batch(0, n, clf.device())?; // [n]
+    Ok((x, y))
+}
+
+fn measure_flatness(clf: &Classifier, x: &Tensor, y: &Tensor, cfg: &FlatnessConfig) -> Result<FlatnessReport> {
     let params = classifier_weights(clf);
     let net = clf.net();
-    let loss = || -> Result<Tensor> { Ok(net.forward_until(&x, Stage::Fc, false)?.cross_entropy_for_logits(&y)) };
+    let loss = || -> Result<Tensor> { Ok(net.forward_until(x, Stage::Fc, false)?.cross_entropy_for_logits(y)) };
     let sharpness = epsilon_sharpness(&params, loss, cfg)?;
     let curve = loss_curve_1d(&params, loss, None, cfg)?;
     let surface = if cfg.surface_points >= 2 { Some(loss_surface_2d(&params, loss, cfg)?) } else { None };
