@@ -416,6 +416,47 @@ fn flatness_report_on_a_small_classifier() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn flatness_report_saved_keeps_the_measured_numbers_and_measures_again_when_an_input_changes() -> Result<()> {
+    let test = tiny(Split::Test)?;
+    let b = Backbone::random(&fast_resnet(), 0, Device::Cpu)?;
+    let mut clf = eval::Classifier::from_backbone(&b, &test.class_names, 0.01, 0)?;
+    clf.name = "random + fc".into();
+    let cfg = eval::FlatnessConfig { max_images: 4, power_iterations: 2, ascent_steps: 1, curve_points: 5, ..eval::FlatnessConfig::tiny() };
+    let dir = std::env::temp_dir().join(format!("selfsup-flatness-saved-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let numbers = |r: &eval::FlatnessReport| {
+        (r.sharpness, r.curve.alphas.clone(), r.curve.losses.clone(), r.top_eigenvalue, r.power_iterations, r.name.clone())
+    };
+    let first = eval::flatness_report_saved(&clf, &test, &cfg, &dir)?;
+    assert!(!first.curve.direction.is_empty(), "the first call measures");
+    let computed = eval::flatness_report(&clf, &test, &cfg)?;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+    assert!(close(first.sharpness.loss, computed.sharpness.loss) && close(first.top_eigenvalue, computed.top_eigenvalue));
+    assert_eq!(std::fs::read_dir(&dir)?.count(), 1, "one file per model");
+    let loaded = eval::flatness_report_saved(&clf, &test, &cfg, &dir)?;
+    assert!(loaded.curve.direction.is_empty(), "the second call loads the kept report");
+    assert_eq!(numbers(&loaded), numbers(&first), "the kept numbers, bit for bit");
+    // Other settings, other images or other weights: measured again, never the kept numbers.
+    let more = eval::FlatnessConfig { curve_points: 7, ..cfg.clone() };
+    assert_eq!(eval::flatness_report_saved(&clf, &test, &more, &dir)?.curve.losses.len(), 7);
+    let shifted = test.select(&(1..test.len() as i64).collect::<Vec<_>>())?;
+    let other_images = eval::flatness_report_saved(&clf, &shifted, &cfg, &dir)?;
+    assert!(!other_images.curve.direction.is_empty(), "other images are measured");
+    tch::no_grad(|| {
+        for (_, mut t) in clf.vs().variables() {
+            if t.dim() > 1 {
+                let _ = t.g_mul_scalar_(1.5);
+            }
+        }
+    });
+    let rescaled = eval::flatness_report_saved(&clf, &test, &cfg, &dir)?;
+    assert!(!rescaled.curve.direction.is_empty(), "new weights are measured");
+    assert!(!close(rescaled.sharpness.loss, first.sharpness.loss), "the loss at the rescaled weights differs");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- OOD
 
 #[test]
