@@ -419,3 +419,37 @@ fn bar_chart_draws_bars_as_tall_as_their_values() {
     assert!(viz::bar_chart(&[], &[], &cfg).is_err());
     assert!(viz::bar_chart(&classes, &[viz::Bars::counts("1 %", &[1, 2, 3, 4])], &cfg.clone().size(10, 10)).is_err());
 }
+
+#[test]
+fn tsne_saved_in_keeps_each_layout_and_computes_a_new_one_for_new_inputs() {
+    let (x, _) = two_clusters(40, 8);
+    let dir = std::env::temp_dir().join(format!("selfsup-tsne-saved-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = TsneConfig { perplexity: 5.0, iterations: 120, exaggeration_iterations: 40, log_every: 0, ..Default::default() };
+    let kept = cfg.clone().saved_in(&dir);
+    let files = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let first = viz::tsne_embed(&x, None, &kept).unwrap();
+    assert_eq!(first.size(), [80, 2]);
+    assert_eq!(files(), 1, "one file per layout");
+    // The same features and settings (another title): the kept layout, bit for bit, nothing new written.
+    let again = viz::tsne_embed(&x, None, &kept.clone().title("another title")).unwrap();
+    assert!(again.equal(&first));
+    assert_eq!(files(), 1);
+    // A file changed on disk is what comes back: proof that it was loaded, not recomputed.
+    let path = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut kept_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    kept_json["value"][0] = serde_json::json!(1234.5);
+    std::fs::write(&path, kept_json.to_string()).unwrap();
+    assert_eq!(viz::tsne_embed(&x, None, &kept).unwrap().double_value(&[0, 0]), 1234.5);
+    // Other features, another starting layout or other settings: computed and kept beside it.
+    let other = viz::tsne_embed(&(&x * 2.0), None, &kept).unwrap();
+    assert!(!other.equal(&first));
+    let _ = viz::tsne_embed(&x, Some(&first), &kept).unwrap();
+    let _ = viz::tsne_embed(&x, None, &kept.clone().perplexity(6.0)).unwrap();
+    assert_eq!(files(), 4);
+    // Without a folder nothing is written.
+    let _ = viz::tsne_embed(&x, None, &cfg).unwrap();
+    assert_eq!(files(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

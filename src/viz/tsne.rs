@@ -25,6 +25,7 @@ use super::figure::{plot_err, Figure, Plot};
 use super::palette::categorical_color;
 use crate::error::{Error, Result};
 use crate::eval::{Embeddings, Snapshot};
+use crate::train::identity::Fingerprint;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -72,6 +73,11 @@ pub struct TsneConfig {
     pub log_every: usize,
     /// Title drawn above the figure.
     pub title: String,
+    /// Where to keep the layouts (`None`: nowhere, the default). With a folder, a layout computed
+    /// before for the same features, starting layout and settings is loaded from there instead of
+    /// optimised again ([`TsneConfig::saved_in`]).
+    #[serde(skip)]
+    pub save_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for TsneConfig {
@@ -88,6 +94,7 @@ impl Default for TsneConfig {
             backend: TsneBackend::BarnesHut,
             log_every: 250,
             title: "t-SNE".into(),
+            save_dir: None,
         }
     }
 }
@@ -120,6 +127,16 @@ impl TsneConfig {
     /// The same config with another title.
     pub fn title(mut self, title: impl Into<String>) -> Self {
         self.title = title.into();
+        self
+    }
+    /// The same config, keeping every layout it computes in `dir` (one small JSON file per
+    /// layout, named after a fingerprint of its inputs) and loading it from there when the same
+    /// features, starting layout and settings come again. Why: the Barnes-Hut optimisation takes
+    /// seconds per figure, and after `./kit prepare` a notebook's Run All should not redo it for
+    /// the same trained models; it also shows the same picture on every run, although bhtsne's
+    /// parallel sums are not bit-reproducible. The title does not take part.
+    pub fn saved_in(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.save_dir = Some(dir.into());
         self
     }
     /// Checks the ranges.
@@ -294,6 +311,30 @@ pub fn tsne_embed(features: &Tensor, init: Option<&Tensor>, cfg: &TsneConfig) ->
         }
     }
     let init = init.map(|t| check_matrix(t, "tsne init", n)).transpose()?;
+    let Some(dir) = &cfg.save_dir else { return optimise(&x, init.as_ref(), k, cfg) };
+    let key = serde_json::json!({
+        "version": SAVED_TSNE_VERSION,
+        "features": Fingerprint::new().tensor(&x)?.hex(),
+        "init": match &init { Some(t) => Fingerprint::new().tensor(t)?.hex(), None => "pca".into() },
+        "config": TsneConfig { title: String::new(), log_every: 0, save_dir: None, ..cfg.clone() },
+    });
+    let path = dir.join(format!("tsne-{}.json", Fingerprint::new().str(&key.to_string()).hex()));
+    let (values, loaded) = crate::files::remembered(&path, &key, || {
+        Ok(Vec::<f32>::try_from(optimise(&x, init.as_ref(), k, cfg)?.flatten(0, -1))?)
+    })?;
+    if loaded && cfg.log_every > 0 {
+        println!("t-SNE: {n} points, layout loaded from {} (computed before for these features and settings)", path.display());
+    }
+    Ok(Tensor::from_slice(&values).view([n, 2]))
+}
+
+/// Version of the kept layouts ([`TsneConfig::saved_in`]): raise it when the optimisation's code
+/// changes, so that layouts of older code are computed again.
+const SAVED_TSNE_VERSION: u32 = 1;
+
+/// PCA, then the backend's optimisation, of checked features `x` `[N, D]`.
+fn optimise(x: &Tensor, init: Option<&Tensor>, k: i64, cfg: &TsneConfig) -> Result<Tensor> {
+    let n = x.size()[0];
     let start = Instant::now();
     let log = |msg: String| {
         if cfg.log_every > 0 {
@@ -301,12 +342,12 @@ pub fn tsne_embed(features: &Tensor, init: Option<&Tensor>, cfg: &TsneConfig) ->
         }
     };
     let x = match cfg.pca_dims {
-        Some(dims) => pca_checked(&x, dims),
-        None => &x - x.mean_dim(0, true, Kind::Float),
+        Some(dims) => pca_checked(x, dims),
+        None => x - x.mean_dim(0, true, Kind::Float),
     };
     log(format!("{n} points, {} dimensions after PCA", x.size()[1]));
     let layout = match cfg.backend {
-        TsneBackend::BarnesHut | TsneBackend::Fft => barnes_hut(&x, init.as_ref(), k, cfg, &log)?,
+        TsneBackend::BarnesHut | TsneBackend::Fft => barnes_hut(&x, init, k, cfg, &log)?,
         TsneBackend::Linfa => linfa(&x, cfg)?,
     };
     log("done".into());
