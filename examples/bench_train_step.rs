@@ -12,7 +12,7 @@
 //! ```text
 //! cargo run --release --example bench_train_step -- [--batch 256] [--size 96] [--steps 20] [--warmup 5]
 //!     [--methods simclr,moco_v2,byol,barlow_twins] [--precision off|bf16|fp16] [--channels-last]
-//!     [--stem imagenet|cifar] [--parts] [--json PATH] [--label TEXT]
+//!     [--stem imagenet|cifar] [--width 64] [--parts] [--json PATH] [--label TEXT]
 //! ```
 //!
 //! `--precision bf16` on the CPU autocasts as the engine does (`amp::setup`): on CPUs with native
@@ -90,6 +90,10 @@ struct Args {
     /// The ResNet-18's stem
     #[arg(long, value_name = "STEM", value_enum, default_value_t = Stem::Imagenet)]
     stem: Stem,
+    /// Channels of the ResNet-18's first stage (64: torchvision's; the lessons use 32); selfsup
+    /// only, the PyTorch reference stays at 64
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = selfsup::cli::at_least(1i64))]
+    width: i64,
     /// Time the parts of the step on CUDA too (a synchronisation at each boundary)
     #[arg(long)]
     parts: bool,
@@ -105,9 +109,9 @@ struct Args {
 /// on a torchvision ResNet-18 at any crop size, the step bench/train_step_reference.py mirrors in
 /// PyTorch. Not `selfsup-train`'s recipe, which switches to the CIFAR presets at 64 px or less
 /// (methods::registry); the benchmark keeps one workload per method across sizes.
-fn build(kind: MethodKind, size: i64, stem: Stem, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
+fn build(kind: MethodKind, size: i64, stem: Stem, width: i64, device: Device) -> Result<(Box<dyn SslMethod>, TwoViews)> {
     // torchvision's resnet18: ImageNet stem, or SimCLR's CIFAR stem (3x3/1, no max-pool).
-    let r18 = ResNetConfig { depth: Depth::R18, small_images: stem == Stem::Cifar, ..Default::default() };
+    let r18 = ResNetConfig { depth: Depth::R18, small_images: stem == Stem::Cifar, width, ..Default::default() };
     Ok(match kind {
         MethodKind::SimClr => (Box::new(SimClr::new(SimClrConfig::default().backbone(r18), device)?), presets::simclr(size).into()),
         MethodKind::MocoV2 => (Box::new(Moco::new(MocoConfig::v2().backbone(r18), device)?), presets::moco_v2(size).into()),
@@ -157,7 +161,7 @@ const PARTS: [&str; 7] = ["augment", "layout", "forward", "backward", "optimizer
 /// Times `warmup + steps` engine steps of `name`; returns per-step wall seconds of the timed ones.
 fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> Result<Row> {
     tch::manual_seed(0);
-    let (mut method, views) = build(name, a.size, a.stem, device)?;
+    let (mut method, views) = build(name, a.size, a.stem, a.width, device)?;
     let cfg = TrainConfig { batch_size: a.batch as usize, mixed_precision: a.precision, channels_last: a.channels_last, ..TrainConfig::default() };
     let mut opt = Optimizer::new(method.online(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
     let cuda = matches!(device, Device::Cuda(_));
@@ -289,7 +293,8 @@ fn main() -> Result<()> {
     }
     let dev = selfsup::device::describe(device);
     println!(
-        "# bench_train_step: ResNet-18 ({stem} stem), {s}x{s}, batch {b}, two views, {n} steps after {w} warm-up, {dev}",
+        "# bench_train_step: ResNet-18 ({stem} stem{width}), {s}x{s}, batch {b}, two views, {n} steps after {w} warm-up, {dev}",
+        width = if a.width == 64 { String::new() } else { format!(", width {}", a.width) },
         s = a.size,
         b = a.batch,
         n = a.steps,
