@@ -556,12 +556,12 @@ pub fn flatness_report(clf: &Classifier, set: &ImageSet, cfg: &FlatnessConfig) -
 /// fields change, so that reports computed by older code are computed again.
 const SAVED_FLATNESS_VERSION: u32 = 1;
 
-/// [`flatness_report`], kept in `dir` (one JSON file per model, named after `clf.name`) and
-/// loaded from there when it was computed before for the same weights, the same images and the
-/// same settings: the key is a fingerprint of every variable of the classifier, of the exact
-/// images and labels measured, the config and a version of this code. Notebook 03's bonus cell
-/// measures seven models, a third of its Run All after `./kit prepare`; with this, a re-run loads
-/// them and prints so. A loaded report has no direction tensors (`curve.direction` is empty); its
+/// [`flatness_report`], kept in `dir` (one JSON file per model name, so give the models of one
+/// folder different names) and loaded from there when it was computed before for the same
+/// weights, the same images and the same settings: the key is a fingerprint of every variable of
+/// the classifier, of the exact images and labels measured, the config and a version of this code.
+/// Notebook 03's bonus cell measures seven models, which took a quarter or more of its Run All
+/// after `./kit prepare`; with this, a re-run loads them and prints so. A loaded report has no direction tensors (`curve.direction` is empty); its
 /// numbers are the computed ones, bit for bit.
 ///
 /// # Errors
