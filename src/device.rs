@@ -85,8 +85,8 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
-/// A human description: "CPU (2 threads, bf16 autocast: native (avx512_bf16))" or "CUDA device
-/// 0 of 1, cuDNN available". On the CPU it says whether `Precision::Bf16` autocasts there
+/// A human description: "CPU (2 threads, bf16 autocast: native (avx512_bf16), where a run
+/// measures it faster than f32)" or "CUDA device 0 of 1, cuDNN available". On the CPU it says whether `Precision::Bf16` autocasts there
 /// ([`cpu_bf16`]) and, if not, why.
 pub fn describe(device: Device) -> String {
     match device {
@@ -184,7 +184,7 @@ pub fn set_cpu_bf16_mode(mode: Option<CpuBf16Mode>) {
 }
 
 /// The mode in force and where it came from.
-fn cpu_bf16_mode() -> (CpuBf16Mode, &'static str) {
+pub(crate) fn cpu_bf16_mode() -> (CpuBf16Mode, &'static str) {
     match CPU_BF16_MODE.load(Ordering::Relaxed) {
         1 => (CpuBf16Mode::Auto, "set_cpu_bf16_mode"),
         2 => (CpuBf16Mode::Force, "set_cpu_bf16_mode"),
@@ -241,7 +241,7 @@ impl CpuBf16 {
     /// A few words for the device line.
     pub fn describe(&self) -> String {
         match self {
-            CpuBf16::Native(f) => format!("bf16 autocast: native ({f})"),
+            CpuBf16::Native(f) => format!("bf16 autocast: native ({f}), where a run measures it faster than f32"),
             CpuBf16::Forced => format!("bf16 autocast: forced by {CPU_BF16_ENV}, emulated"),
             CpuBf16::NoNative => "no native bf16: Precision::Bf16 trains in f32".into(),
             CpuBf16::TurnedOff(from) => format!("bf16 autocast turned off by {from}"),

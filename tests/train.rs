@@ -5,7 +5,7 @@ use selfsup::data::{
     synthetic::{self, SyntheticConfig},
     ImageSet, Split,
 };
-use selfsup::methods::{SslMethod, StepMetrics, StepOutput};
+use selfsup::methods::{Moco, MocoConfig, SslMethod, StepMetrics, StepOutput};
 use selfsup::models::{ResNet, ResNetConfig};
 use selfsup::tch::{nn, Device, Kind, Tensor};
 use selfsup::train::{
@@ -537,6 +537,61 @@ fn killed_and_resumed_run_is_bit_identical() -> Result<()> {
     assert!(matches!(err, Err(Error::Config(m)) if m.contains("lr") && m.contains("resume(false)")));
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
+    Ok(())
+}
+
+/// On a CPU with native bf16, a `Precision::Bf16` run times its step under bf16 autocast and
+/// in f32 before it trains (`train::bf16_probe`). Those passes must leave no trace: a run that
+/// measured trains bit for bit as a second one, which finds the measurement kept in the process
+/// and trains straight away in the same precision; the checkpoint says which precision that was.
+#[test]
+fn timing_bf16_against_f32_before_a_run_leaves_no_trace() -> Result<()> {
+    let _serial = common::serial();
+    let (set, aug) = (tiny_set()?, tiny_augment());
+    let cfg = tiny_config().mixed_precision(train::Precision::Bf16).max_steps(3);
+    let setup = train::amp::setup(train::Precision::Bf16, Device::Cpu)?;
+    let passes = if setup.measure_cpu_bf16 { 2 * (1 + train::bf16_probe::TIMED_PASSES) } else { 0 };
+    let run = |name: &str| -> Result<(TinyMethod, Option<train::amp::Autocast>)> {
+        let dir = fresh_dir(name);
+        let mut m = TinyMethod::new(1)?;
+        train::pretrain(&mut m, &set, &aug, &cfg, &dir)?;
+        let autocast = checkpoint::Checkpoint::load(&dir)?.meta.autocast;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok((m, autocast))
+    };
+    let (first, first_autocast) = run("bf16-measured")?;
+    let (second, second_autocast) = run("bf16-recalled")?;
+    // The first run did the timed passes (BatchNorm statistics and the EMA state moved in
+    // them), the second none: each step is one training_step call.
+    assert_eq!((first.calls, second.calls), (3 + passes, 3), "native bf16 measured: {}", setup.measure_cpu_bf16);
+    for ((name, a), (_, b)) in all_tensors(&first).iter().zip(all_tensors(&second).iter()) {
+        assert!(a.equal(b), "{name} differs: the timed passes left a trace");
+    }
+    assert_eq!(first_autocast, second_autocast);
+    let expected = if setup.measure_cpu_bf16 {
+        vec![train::amp::Autocast::Off, train::amp::Autocast::CpuBf16]
+    } else {
+        vec![setup.autocast]
+    };
+    assert!(first_autocast.is_some_and(|a| expected.contains(&a)), "{first_autocast:?}");
+
+    // MoCo v2 changes its state inside the step (momentum encoder, queue and its pointer): the
+    // timed passes put that back too.
+    let moco_run = |name: &str| -> Result<Vec<(String, Tensor)>> {
+        let dir = fresh_dir(name);
+        selfsup::tch::manual_seed(1);
+        let mut m = Moco::new(MocoConfig::tiny(), Device::Cpu)?;
+        train::pretrain(&mut m, &set, &aug, &cfg, &dir)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut all: Vec<(String, Tensor)> = m.online().variables().into_iter().collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.extend(m.state());
+        Ok(all)
+    };
+    let (first, second) = (moco_run("moco-measured")?, moco_run("moco-recalled")?);
+    for ((name, a), (_, b)) in first.iter().zip(second.iter()) {
+        assert!(a.equal(b), "MoCo's {name} differs: the timed passes left a trace");
+    }
     Ok(())
 }
 

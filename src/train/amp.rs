@@ -16,10 +16,14 @@
 //!
 //! **CPU bf16.** `Precision::Bf16` on the CPU runs the forward pass under
 //! `torch.autocast("cpu", dtype=torch.bfloat16)` when the CPU has bf16 instructions
-//! (`avx512_bf16` or `amx_bf16` on x86, `bf16` on Arm, read from `/proc/cpuinfo`), and in f32
-//! with a printed reason otherwise: without them libtorch emulates bf16, which is slower than
-//! f32. `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) runs the autocast anyway (for tests
-//! of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does. The detection lives in
+//! (`avx512_bf16` or `amx_bf16` on x86, `bf16` on Arm, read from `/proc/cpuinfo`) *and* the
+//! run's own step measures at least 3 % faster that way: before its first step a run times a
+//! forward and backward pass of its first batch both ways and keeps the faster
+//! ([`bf16_probe`](super::bf16_probe): the casts make small convolutions slower in bf16 even on
+//! CPUs with AMX, while large ones run 2–3× faster). Without those instructions it trains in f32
+//! with a printed reason: libtorch would emulate bf16, which is slower than f32.
+//! `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) runs the autocast without measuring (for
+//! tests of its numerics on any CPU), `SELFSUP_CPU_BF16=off` never does. The detection lives in
 //! [`crate::device`](mod@crate::device) (the device line reports it) and is re-exported here.
 pub use crate::device::{cpu_bf16, native_bf16_feature, set_cpu_bf16_mode, CpuBf16, CpuBf16Mode, CPU_BF16_ENV};
 use crate::error::{config_err, Result};
@@ -40,8 +44,11 @@ pub enum Precision {
     Fp16,
 }
 
-/// Where a training step's forward pass runs under autocast, decided once per run by [`setup`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a training step's forward pass runs under autocast, decided once per run by [`setup`]
+/// (on a CPU with native bf16, by timing the run's step both ways: see
+/// [`bf16_probe`](super::bf16_probe)). A checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Autocast {
     /// No autocast: f32.
     Off,
@@ -76,6 +83,10 @@ pub struct AmpSetup {
     pub fp16: bool,
     /// Why the precision differs from the one asked for, if it does.
     pub note: Option<String>,
+    /// CPU bf16 chosen from the CPU's features alone: the engine times the run's step in bf16
+    /// and in f32 before it trains and keeps the faster ([`bf16_probe`](super::bf16_probe)).
+    /// `false` when `SELFSUP_CPU_BF16=force` (or [`set_cpu_bf16_mode`]) asks for bf16 outright.
+    pub measure_cpu_bf16: bool,
 }
 
 /// Decides (and, for CUDA, sets the dtype of) the autocast of a run with `precision` on
@@ -90,6 +101,8 @@ pub fn setup(precision: Precision, device: Device) -> Result<AmpSetup> {
     let autocast = autocast_mode(precision, device, &cpu);
     let mut fp16 = autocast == Autocast::Cuda && precision == Precision::Fp16;
     let mut note = None;
+    let measure_cpu_bf16 =
+        autocast == Autocast::CpuBf16 && matches!(cpu, CpuBf16::Native(_)) && crate::device::cpu_bf16_mode().0 == CpuBf16Mode::Auto;
     match autocast {
         Autocast::Cuda => {
             let kind = if fp16 { Kind::Half } else { Kind::BFloat16 };
@@ -113,7 +126,7 @@ pub fn setup(precision: Precision, device: Device) -> Result<AmpSetup> {
             }
         }
     }
-    Ok(AmpSetup { autocast, fp16, note })
+    Ok(AmpSetup { autocast, fp16, note, measure_cpu_bf16 })
 }
 
 /// Runs `f` under `mode`'s autocast, as `with torch.autocast(device, dtype):` does: saves the

@@ -66,6 +66,10 @@ pub struct CheckpointMeta {
     /// in checkpoints written before selfsup recorded it.
     #[serde(default)]
     pub identity: Option<super::identity::RunIdentity>,
+    /// The autocast the run trained in (on a CPU with native bf16 the run measured it, see
+    /// [`super::bf16_probe`]; a resumed run keeps it); `None` in older checkpoints.
+    #[serde(default)]
+    pub autocast: Option<super::amp::Autocast>,
 }
 
 /// A loaded checkpoint: meta data and three groups of named tensors (on the CPU).

@@ -12,7 +12,8 @@
 //! step records. Because every checkpoint comes after a flush, none holds weights from after a
 //! non-finite loss. The one per-step read left is fp16 loss scaling's finite check (see
 //! [`backward_and_step`]).
-use super::amp::{self, LossScaler};
+use super::amp::{self, Autocast, LossScaler};
+use super::bf16_probe;
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CONFIG_FILE, HISTORY_FILE};
 use super::collapse::{std_of_l2_normalized_tensor, CollapseMonitor};
 use super::history::{EpochRecord, History, JsonlWriter, Record, StepRecord};
@@ -434,6 +435,9 @@ pub(crate) fn run<T: Trainee + ?Sized>(
     if nothing_to_train(&start, stop_at, setup.total, cfg, out_dir, chunked, &mut setup.progress) {
         return Ok(start.history);
     }
+    if setup.measure_bf16 {
+        settle_cpu_precision(t, &mut setup, &start)?;
+    }
     let mut session = Session::start(setup, start, stop_at, cfg, out_dir, chunked)?;
     let outcome = session.train(t);
     session.finish(outcome)
@@ -451,6 +455,9 @@ struct Setup {
     opt: Optimizer,
     channels_last: bool,
     autocast: amp::Autocast,
+    /// CPU bf16 from the CPU's features only: time the step both ways before training
+    /// ([`settle_cpu_precision`]).
+    measure_bf16: bool,
     scaler: Option<LossScaler>,
     /// For the notes and warnings before training (the session starts its own at its first step).
     progress: Progress,
@@ -473,8 +480,10 @@ impl Setup {
         let cuda = matches!(device, Device::Cuda(_));
         let channels_last = cfg.channels_last && cuda;
         let mut progress = Progress::new(cfg.progress && par.is_main(), cfg.log_every, 0);
-        // CUDA autocast, CPU bf16 autocast where the CPU has bf16, else f32 (with a note saying why).
-        let amp::AmpSetup { autocast, fp16, note } = amp::setup(cfg.mixed_precision, device)?;
+        // CUDA autocast, CPU bf16 autocast where the CPU has bf16 (and the run's step measures
+        // faster in it, see settle_cpu_precision), else f32 (with a note saying why).
+        let amp::AmpSetup { autocast, fp16, note, measure_cpu_bf16 } = amp::setup(cfg.mixed_precision, device)?;
+        let measure_bf16 = measure_cpu_bf16 && !par.is_parallel();
         if let Some(note) = note {
             progress.warn(&note);
         }
@@ -509,7 +518,7 @@ impl Setup {
             dataset: identity::dataset_identity(set)?,
             init: parts.init,
         };
-        Ok(Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, progress, identity, lock })
+        Ok(Setup { device, loader, spe, total, opt, channels_last, autocast, measure_bf16, scaler, progress, identity, lock })
     }
 }
 
@@ -521,6 +530,8 @@ struct Start {
     /// Seconds the checkpoint's unfinished epoch had trained already.
     carried_secs: f64,
     last_checkpoint: Option<usize>,
+    /// The autocast the checkpoint trained in (`None`: a fresh run or an older checkpoint).
+    autocast: Option<Autocast>,
 }
 
 /// Continues from the checkpoint in `out_dir` when `cfg.resume` and there is one: everything is
@@ -528,7 +539,7 @@ struct Start {
 /// length, names, shapes, finiteness) before the first variable changes; then the optimizer's
 /// state, the weights, the trainee's state and the loss scale are loaded.
 fn resume<T: Trainee + ?Sized>(t: &mut T, cfg: &TrainConfig, out_dir: &Path, setup: &mut Setup) -> Result<Start> {
-    let fresh = Start { history: History::new(), step: 0, carried_secs: 0.0, last_checkpoint: None };
+    let fresh = Start { history: History::new(), step: 0, carried_secs: 0.0, last_checkpoint: None, autocast: None };
     if !(cfg.resume && checkpoint::exists(out_dir)) {
         return Ok(fresh);
     }
@@ -588,7 +599,31 @@ fn resume<T: Trainee + ?Sized>(t: &mut T, cfg: &TrainConfig, out_dir: &Path, set
         *s = saved;
     }
     let (step, carried_secs) = (m.step, m.epoch_seconds);
-    Ok(Start { history: ck.meta.history, step, carried_secs, last_checkpoint: Some(step) })
+    let autocast = m.autocast;
+    Ok(Start { history: ck.meta.history, step, carried_secs, last_checkpoint: Some(step), autocast })
+}
+
+/// On a CPU with native bf16, whether this run trains under bf16 autocast or in f32
+/// ([`bf16_probe`]): a resumed run keeps the precision its checkpoint trained in; else what this
+/// process measured for the same workload, or a measurement now on the first batch. Says which
+/// and why.
+fn settle_cpu_precision<T: Trainee + ?Sized>(t: &mut T, setup: &mut Setup, start: &Start) -> Result<()> {
+    if let Some(saved @ (Autocast::Off | Autocast::CpuBf16)) = start.autocast {
+        setup.autocast = saved;
+        if saved == Autocast::Off {
+            setup.progress.warn("precision: f32, which this run measured faster than bf16 autocast before its first step");
+        }
+        return Ok(());
+    }
+    let Some(batch) = setup.loader.epoch(0)?.next().transpose()? else { return Ok(()) };
+    let key = bf16_probe::workload_key(t.kind(), &t.name(), &setup.identity.model, &batch, setup.channels_last);
+    let (measured, again) = match bf16_probe::recall(&key) {
+        Some(m) => (m, true),
+        None => (bf16_probe::measure(t, &mut setup.opt, &batch, setup.channels_last, key)?, false),
+    };
+    setup.progress.warn(&measured.note(again));
+    setup.autocast = measured.choice();
+    Ok(())
 }
 
 /// Converts every 4-d variable of `vs` to channels-last memory format in place (CUDA runs with
@@ -683,7 +718,7 @@ impl<'a> Session<'a> {
         out_dir: &'a Path,
         chunked: bool,
     ) -> Result<Session<'a>> {
-        let Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, mut progress, identity, lock } =
+        let Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, mut progress, identity, lock, .. } =
             setup;
         if start.step > 0 && !chunked {
             progress.message(&format!(
@@ -844,6 +879,7 @@ impl<'a> Session<'a> {
             config: self.cfg.clone(),
             history: self.log.history.clone(),
             identity: Some(self.identity.clone()),
+            autocast: Some(self.autocast),
         };
         let ck = Checkpoint { meta, online: store_vars(t.vars()), state: t.state(), optimizer: self.opt.state() };
         let groups = [("online", &ck.online[..]), ("state", &ck.state[..]), ("optim", &ck.optimizer[..])];

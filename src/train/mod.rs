@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 pub mod amp;
+pub mod bf16_probe;
 pub mod checkpoint;
 pub mod collapse;
 mod engine;
@@ -134,8 +135,8 @@ pub struct TrainConfig {
     pub time_budget_secs: Option<f64>,
     /// Autocast precision. bf16: PyTorch's recommended recipe on A100/H100
     /// (`torch.autocast("cuda", dtype=torch.bfloat16)`) and on CPUs with native bf16
-    /// (`torch.autocast("cpu", dtype=torch.bfloat16)`); other CPUs train in f32 and say why
-    /// (see [`amp`]).
+    /// (`torch.autocast("cpu", dtype=torch.bfloat16)`) where the run's step measures faster so
+    /// ([`bf16_probe`]); other CPUs train in f32 and say why (see [`amp`]).
     pub mixed_precision: Precision,
     /// Channels-last memory format for weights and inputs on CUDA (PyTorch's performance
     /// tuning guide: faster convolutions with tensor cores). Ignored on the CPU.

@@ -307,6 +307,14 @@ impl Optimizer {
         }
     }
 
+    /// Forgets the gradients [`Optimizer::backward`] handed over, without a step (the engine's
+    /// timing of bf16 against f32 runs backward passes that must not move anything).
+    pub(crate) fn drop_grads(&mut self) {
+        for p in &mut self.params {
+            p.grad = None;
+        }
+    }
+
     /// The gradients of `loss` with respect to every optimised variable, computed by autograd
     /// and held by the optimizer for the next [`Optimizer::step`] (and for clipping, scaling,
     /// the finiteness check in between). The variables' own `.grad()` is left alone.
