@@ -8,9 +8,9 @@
 //! M=moco W=16 SMALL=true STEPS=1248 B=64 K=1024 PE=20 SE=15 cargo run --release --example lesson_sweep
 //! ```
 //!
-//! M = moco | simclr | byol | byol_nomom | barlow; SIZE (px), W (ResNet width), SMALL (3x3 stem),
+//! M = moco | simclr | byol | byol_nomom | byol_default | barlow; DATA = shapes | stl10 (03's data); SIZE (px), W (ResNet width), SMALL (3x3 stem),
 //! NU (unlabelled images), STEPS, B (batch), LR, K (MoCo queue), TAU, PREC (off | bf16), SE / PE
-//! (scratch / linear-probe epochs, 0 = skip), PC (labelled images per class). Runs go to /tmp/sweep.
+//! (scratch / linear-probe epochs, 0 = skip), PC (labelled images per class), PF (batches prefetched, 0: none). Runs go to /tmp/sweep.
 use selfsup::prelude::*;
 use selfsup::eval::{self, Backbone, FeatureConfig, LogisticConfig};
 use std::time::Instant;
@@ -35,7 +35,11 @@ fn main() -> selfsup::Result<()> {
     let per_class: usize = env("PC", 100);
     let out = format!("/tmp/sweep/{method}-{size}-{width}-{small}-{n_unl}-{steps}-{batch}-{lr}-{k}-{tau}");
     let device = Device::Cpu;
-    let cfg = SyntheticConfig { train_per_class: per_class, test_per_class: 100, unlabeled: n_unl, ..SyntheticConfig::default() }.image_size(size);
+    let cfg = if env("DATA", "shapes".to_string()) == "stl10" {
+        SyntheticConfig::stl10_like().image_size(size) // notebook 03's embedded data
+    } else {
+        SyntheticConfig { train_per_class: per_class, test_per_class: 100, unlabeled: n_unl, ..SyntheticConfig::default() }.image_size(size)
+    };
     let unl = data::synthetic::load(Split::Unlabeled, &cfg)?;
     let train = data::synthetic::load(Split::Train, &cfg)?;
     let test = data::synthetic::load(Split::Test, &cfg)?;
@@ -45,7 +49,7 @@ fn main() -> selfsup::Result<()> {
     let tc = TrainConfig::tiny().batch_size(batch).epochs(steps * batch / n_unl + 1).max_steps(steps).lr(lr)
         .weight_decay(5e-4).optimizer(train::OptimizerConfig::sgd(0.9)).progress(false);
     let precision = if env("PREC", "bf16".to_string()) == "off" { train::Precision::Off } else { train::Precision::Bf16 };
-    let tc = TrainConfig { checkpoint_every_steps: None, log_every: 50, ..tc }.mixed_precision(precision);
+    let tc = TrainConfig { checkpoint_every_steps: None, log_every: 50, prefetch: env("PF", 1), ..tc }.mixed_precision(precision);
     let backbone: Backbone;
     let random;
     let mut zstd = f64::NAN;
@@ -64,8 +68,12 @@ fn main() -> selfsup::Result<()> {
             println!("loss first {:?} last {:?}", h.steps.first().map(|s| s.loss), h.last_step().map(|s| s.loss));
             backbone = Backbone::from_method(&m)?;
         }
-        "byol" | "byol_nomom" => {
-            let c = if method == "byol" { ByolConfig::cifar() } else { ByolConfig::no_momentum() };
+        "byol" | "byol_nomom" | "byol_default" => {
+            let c = match method.as_str() {
+                "byol" => ByolConfig::cifar(),
+                "byol_default" => ByolConfig::default(), // the paper's heads (4096 hidden, 256 out), τ 0.996 cosine
+                _ => ByolConfig::no_momentum(),
+            };
             let mut m = Byol::new(c.backbone(bb.clone()), device)?;
             random = Backbone::from_method(&m)?;
             let h = train::pretrain(&mut m, &unl, &augment::presets::byol(size as i64), &tc, &out)?;
@@ -80,7 +88,7 @@ fn main() -> selfsup::Result<()> {
             println!("loss first {:?} last {:?}", h.steps.first().map(|s| s.loss), h.last_step().map(|s| s.loss));
             backbone = Backbone::from_method(&m)?;
         }
-        other => return Err(Error::Config(format!("M must be moco, simclr, byol, byol_nomom or barlow, got {other}"))),
+        other => return Err(Error::Config(format!("M must be moco, simclr, byol, byol_nomom, byol_default or barlow, got {other}"))),
     }
     let t_pre = t0.elapsed().as_secs_f64();
     let probe = |b: &Backbone| -> selfsup::Result<f64> {

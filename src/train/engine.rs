@@ -470,8 +470,10 @@ impl Setup {
     fn new<T: Trainee + ?Sized>(t: &T, set: &ImageSet, cfg: &TrainConfig, out_dir: &Path) -> Result<Setup> {
         let device = t.vars().device();
         let par = &cfg.distributed;
+        // No background gathering on the CPU: it slows the step there (see TrainConfig::prefetch).
+        let prefetch = if matches!(device, Device::Cuda(_)) { cfg.prefetch } else { 0 };
         let loader =
-            Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(cfg.prefetch), device)?
+            Loader::new(set, &LoaderConfig::train(cfg.batch_size).seed(cfg.seed).prefetch(prefetch), device)?
                 .shard(par.rank(), par.world_size())?;
         let spe = loader.batches_per_epoch();
         let total = cfg.epochs * spe;
