@@ -59,7 +59,8 @@ pub enum Autocast {
 }
 
 /// Whether autocast runs for `precision` on `device` (CUDA: any mixed precision; the CPU:
-/// `Bf16` when [`cpu_bf16`] allows it).
+/// `Bf16` when [`cpu_bf16`] allows it, and then only in the runs whose step measures faster
+/// under it, see [`bf16_probe`](super::bf16_probe)).
 pub fn autocast_enabled(precision: Precision, device: Device) -> bool {
     autocast_mode(precision, device, &cpu_bf16()) != Autocast::Off
 }

@@ -612,9 +612,8 @@ fn resume<T: Trainee + ?Sized>(t: &mut T, cfg: &TrainConfig, out_dir: &Path, set
 fn settle_cpu_precision<T: Trainee + ?Sized>(t: &mut T, setup: &mut Setup, start: &Start) -> Result<()> {
     if let Some(saved @ (Autocast::Off | Autocast::CpuBf16)) = start.autocast {
         setup.autocast = saved;
-        if saved == Autocast::Off {
-            setup.progress.warn("precision: f32, which this run measured faster than bf16 autocast before its first step");
-        }
+        let which = if saved == Autocast::Off { "f32" } else { "bf16 autocast" };
+        setup.progress.warn(&format!("precision: {which}, as this run measured before its first step (its checkpoint says so)"));
         return Ok(());
     }
     let Some(batch) = setup.loader.epoch(0)?.next().transpose()? else { return Ok(()) };
