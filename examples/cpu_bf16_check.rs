@@ -10,9 +10,10 @@
 //! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.03]
 //! ```
 //!
-//! bf16 runs where the CPU has native bf16; elsewhere the example forces it
-//! (`CpuBf16Mode::Force`: libtorch emulates bf16, slowly), so the numerics can be checked on
-//! any CPU; the seconds column then says nothing about speed (see BENCHMARKS.md).
+//! The bf16 runs are forced (`CpuBf16Mode::Force`): natively where the CPU has bf16, without
+//! the timing of both precisions that would let a run pick f32; emulated elsewhere (libtorch
+//! emulates bf16, slowly), so the numerics can be checked on any CPU, and the seconds column then
+//! says nothing about speed (see BENCHMARKS.md).
 use clap::Parser;
 use selfsup::methods::registry::MethodKind;
 use selfsup::prelude::*;
@@ -122,8 +123,10 @@ fn main() -> ExitCode {
 
 fn check(Args { steps, methods, tolerance }: Args) -> Result<bool> {
     let native = amp::cpu_bf16();
+    // Forced in any case: with native bf16 a run would otherwise time both precisions and train in
+    // the faster one (train::bf16_probe), and the "bf16" run could be an f32 one.
+    amp::set_cpu_bf16_mode(Some(CpuBf16Mode::Force));
     if !native.enabled() {
-        amp::set_cpu_bf16_mode(Some(CpuBf16Mode::Force));
         println!("note: no native bf16 on this CPU: bf16 is forced and emulated (slow); the numerics are what is checked");
     }
     println!("device: {}", selfsup::device::describe(Device::Cpu));
