@@ -13,6 +13,9 @@ the 3x3 stride-1 stem without max-pool) with the same heads, losses, optimizer (
            PyTorch's compute-only step, the figure issue 17 compares the kit's full step with;
   compute_bf16  `compute` under torch.autocast(device, dtype=torch.bfloat16): PyTorch's best CPU
            recipe on CPUs with native bf16 (on others libtorch emulates bf16: slower).
+Any configuration with `_fused` appended (`compute_fused`, `compute_bf16_fused`) steps with
+torch.optim.SGD(..., fused=True), one kernel over all weights (on the CPU PyTorch's default is a
+loop over the parameters, foreach being its default only on CUDA).
 --channels-last also puts the `eager` and `compute*` configurations in channels-last on the CPU.
 
 Each timed step ends with a device synchronisation; median and p90 ms/step, source images/s
@@ -371,6 +374,8 @@ def sync(device):
 
 def run(name, config, args, device):
     torch.manual_seed(0)
+    fused = config.endswith("_fused")
+    config = config.removesuffix("_fused")
     cuda = device.type == "cuda"
     fast = config in ("eager", "compile")
     compute = config in ("compute", "compute_bf16")
@@ -380,7 +385,7 @@ def run(name, config, args, device):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4, fused=fused or None)
     step_fn = model.step
     if config == "compile":
         for attr in ("enc", "q", "k", "online", "target", "predictor"):
@@ -437,7 +442,8 @@ def run(name, config, args, device):
     med = statistics.median(times)
     p90 = times[min(len(times), max(1, math.ceil(0.9 * len(times)))) - 1]
     return dict(median_ms=med * 1e3, cpu_ms=statistics.median(cpu) * 1e3, p90_ms=p90 * 1e3, images_per_sec=args.batch / med, loss=loss,
-                precision=("bf16 autocast" + ("" if cuda or native_bf16() else ", emulated (no native bf16)")) if autocast else "fp32", layout="channels-last" if channels_last else "NCHW")
+                precision=("bf16 autocast" + ("" if cuda or native_bf16() else ", emulated (no native bf16)")) if autocast else "fp32", layout="channels-last" if channels_last else "NCHW",
+                sgd="fused SGD" if fused else "SGD")
 
 
 def main():
@@ -447,7 +453,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--configs", default="usual,eager", help="any of usual, eager, compile, compute, compute_bf16")
+    ap.add_argument("--configs", default="usual,eager", help="any of usual, eager, compile, compute, compute_bf16, each also with _fused (fused SGD)")
     ap.add_argument("--stem", default="imagenet", choices=["imagenet", "cifar"])
     ap.add_argument("--channels-last", action="store_true", help="channels-last also on the CPU")
     ap.add_argument("--json")
@@ -473,7 +479,9 @@ def main():
             except Exception as e:  # torch.compile may fail: report, go on
                 print(f"{config} {name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
                 continue
-            label = labels[config].format(w=os.cpu_count(), p=r["precision"], l=r["layout"])
+            label = labels[config.removesuffix("_fused")].format(w=os.cpu_count(), p=r["precision"], l=r["layout"])
+            if r["sgd"] != "SGD":
+                label += ", " + r["sgd"]
             r.update(impl="pytorch", config=label, kind=config, method=name, device=dev, batch=args.batch,
                      size=args.size, steps=args.steps, warmup=args.warmup, stem=args.stem)
             print(f"{label}: {name} {r['median_ms']:.1f} ms/step (loss {r['loss']:.4f})", flush=True)

@@ -97,6 +97,10 @@ struct Args {
     /// Time the parts of the step on CUDA too (a synchronisation at each boundary)
     #[arg(long)]
     parts: bool,
+    /// SGD as a loop over the variables (PyTorch's CPU default) instead of libtorch's fused
+    /// kernel (the kit's default on the CPU)
+    #[arg(long)]
+    sgd_loop: bool,
     /// Also write the rows as JSON here
     #[arg(long, value_name = "PATH")]
     json: Option<String>,
@@ -164,6 +168,9 @@ fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> 
     let (mut method, views) = build(name, a.size, a.stem, a.width, device)?;
     let cfg = TrainConfig { batch_size: a.batch as usize, mixed_precision: a.precision, channels_last: a.channels_last, ..TrainConfig::default() };
     let mut opt = Optimizer::new(method.online(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
+    if opt.set_fused(!a.sgd_loop) != !a.sgd_loop {
+        eprintln!("note: libtorch's fused SGD kernel is not available here: the SGD loop is timed");
+    }
     let cuda = matches!(device, Device::Cuda(_));
     // Here channels-last applies on the CPU too (the engine: CUDA only), to measure the layout.
     let channels_last = cfg.channels_last;
@@ -215,9 +222,9 @@ fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> 
         mark(3);
         let mut metrics = out.metrics;
         if scaler.is_none() && time_parts {
-            // `backward_and_step` without a loss scaler or clipping, split to time its parts.
-            opt.zero_grad();
-            out.loss.backward();
+            // `backward_and_step` without a loss scaler or clipping, split to time its parts: the
+            // gradients handed to the optimizer, as in the engine.
+            opt.backward(&out.loss)?;
             mark(4);
             opt.step()?;
             mark(5);
@@ -282,7 +289,8 @@ fn main() -> Result<()> {
     };
     let layout = if a.channels_last { "channels-last" } else { "NCHW" };
     let stem = selfsup::cli::value_name(&a.stem);
-    let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}"));
+    let sgd = if a.sgd_loop { "SGD loop" } else { "fused SGD" };
+    let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}, {sgd}"));
     tch::manual_seed(1234);
     let images = Tensor::randint(256, [a.batch, 3, a.size, a.size], (Kind::Uint8, device)); // [B, 3, S, S] u8
     let mut rows = Vec::new();

@@ -1,21 +1,24 @@
 //! The longer numerics check of CPU bf16 autocast (issue 17): every method pre-trains `steps`
-//! steps through `train::pretrain` at the lesson scale (the embedded 32 px dataset, the
-//! methods' `tiny` presets: ResNet-18 with the CIFAR stem, batch 32) in f32 and under CPU bf16
-//! autocast, from the same seed on the same batches, then a kNN probe (k 200, τ 0.1) reads both
-//! backbones' frozen features. One row per run: first, last and largest loss, the kNN accuracy,
+//! steps through `train::pretrain` at the lesson scale (the embedded 32 px dataset; the
+//! network and batch of notebooks 01 and 02's `lesson`: ResNet-18 at width 16 with the 3×3
+//! stem, batch 64; the methods' `tiny` heads) in f32 and under CPU bf16 autocast, from the same
+//! seed on the same batches, then a kNN probe (k 200, τ 0.1) reads both backbones' frozen
+//! features. One row per run: first, last and largest loss, the kNN accuracy,
 //! seconds. Exits with 1 when a loss is not finite, a bf16 first loss strays more than 5 % from
 //! the f32 one, or the bf16 probe is more than `tolerance` (default 0.03) below the f32 one.
 //!
 //! ```text
-//! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.03]
+//! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.03] [--width 16] [--batch 64]
 //! ```
+//!
+//! `--width 64 --batch 32` is the methods' full-width `tiny` preset (about ten times the compute).
 //!
 //! The bf16 runs are forced (`CpuBf16Mode::Force`): natively where the CPU has bf16, without
 //! the timing of both precisions that would let a run pick f32; emulated elsewhere (libtorch
 //! emulates bf16, slowly), so the numerics can be checked on any CPU, and the seconds column then
 //! says nothing about speed (see BENCHMARKS.md).
 use clap::Parser;
-use selfsup::methods::registry::MethodKind;
+use selfsup::methods::registry::{MethodConfig, MethodKind};
 use selfsup::prelude::*;
 use selfsup::train::amp::{self, CpuBf16Mode};
 use selfsup::train::{backbone_knn_accuracy, KnnConfig};
@@ -38,6 +41,12 @@ struct Args {
     /// How far (accuracy, 0 to 1) the bf16 kNN probe may fall below the f32 one
     #[arg(default_value_t = 0.03, value_parser = selfsup::cli::unit_interval)]
     tolerance: f64,
+    /// Channels of the ResNet-18's first stage (the lessons of notebooks 01 and 02: 16)
+    #[arg(long, default_value_t = 16, value_parser = selfsup::cli::at_least(1i64))]
+    width: i64,
+    /// Images per batch (two views each)
+    #[arg(long, default_value_t = 64, value_parser = selfsup::cli::at_least(2usize))]
+    batch: usize,
 }
 
 /// Methods given as one comma-separated positional argument (a list there would swallow the
@@ -59,15 +68,17 @@ fn method_list(s: &str) -> std::result::Result<MethodList, String> {
     s.split(',').map(one).collect::<std::result::Result<_, _>>().map(MethodList)
 }
 
-fn method(kind: MethodKind) -> Result<Box<dyn SslMethod>> {
+/// The method's `tiny` preset on ResNet-18 at `width` with the 3×3 stem, from seed 0.
+fn method(kind: MethodKind, width: i64) -> Result<Box<dyn SslMethod>> {
     seed_everything(0);
-    Ok(match kind {
-        MethodKind::SimClr => Box::new(SimClr::new(SimClrConfig::tiny(), Device::Cpu)?),
-        MethodKind::MocoV2 => Box::new(Moco::new(MocoConfig::tiny(), Device::Cpu)?),
-        MethodKind::Byol => Box::new(Byol::new(ByolConfig::tiny(), Device::Cpu)?),
-        MethodKind::BarlowTwins => Box::new(BarlowTwins::new(BarlowTwinsConfig::tiny(), Device::Cpu)?),
+    let config = match kind {
+        MethodKind::SimClr => MethodConfig::SimClr(SimClrConfig::tiny()),
+        MethodKind::MocoV2 => MethodConfig::Moco(MocoConfig::tiny()),
+        MethodKind::Byol => MethodConfig::Byol(ByolConfig::tiny()),
+        MethodKind::BarlowTwins => MethodConfig::BarlowTwins(BarlowTwinsConfig::tiny()),
         other => return Err(Error::Config(format!("cpu_bf16_check has no run for {other}"))),
-    })
+    };
+    config.backbone(ResNetConfig { small_images: true, ..Default::default() }.width(width)).build(Device::Cpu)
 }
 
 struct Run {
@@ -78,13 +89,14 @@ struct Run {
     seconds: f64,
 }
 
-fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3]) -> Result<Run> {
+fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3], width: i64, batch: usize) -> Result<Run> {
     let [unlabeled, train_set, test_set] = sets;
-    let mut m = method(kind)?;
+    let mut m = method(kind, width)?;
     let cfg = TrainConfig {
         mixed_precision: precision,
         max_steps: Some(steps),
-        epochs: steps.div_ceil(unlabeled.len() / 32).max(1),
+        batch_size: batch,
+        epochs: steps.div_ceil((unlabeled.len() / batch).max(1)).max(1),
         log_every: 10,
         checkpoint_every_steps: None,
         checkpoint_every_secs: None,
@@ -121,7 +133,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(Args { steps, methods, tolerance }: Args) -> Result<bool> {
+fn check(Args { steps, methods, tolerance, width, batch }: Args) -> Result<bool> {
     let native = amp::cpu_bf16();
     // Forced in any case: with native bf16 a run would otherwise time both precisions and train in
     // the faster one (train::bf16_probe), and the "bf16" run could be an f32 one.
@@ -130,6 +142,7 @@ fn check(Args { steps, methods, tolerance }: Args) -> Result<bool> {
         println!("note: no native bf16 on this CPU: bf16 is forced and emulated (slow); the numerics are what is checked");
     }
     println!("device: {}", selfsup::device::describe(Device::Cpu));
+    println!("network: ResNet-18 at width {width}, 3x3 stem; batch {batch} of 32 px images, two views each");
     let data = SyntheticConfig::default(); // the lesson scale's embedded 32 px dataset
     let sets = [
         data::synthetic::load(Split::Unlabeled, &data)?,
@@ -140,8 +153,8 @@ fn check(Args { steps, methods, tolerance }: Args) -> Result<bool> {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
     for name in methods.0 {
-        let f32_run = run(name, Precision::Off, steps, &sets)?;
-        let bf16_run = run(name, Precision::Bf16, steps, &sets)?;
+        let f32_run = run(name, Precision::Off, steps, &sets, width, batch)?;
+        let bf16_run = run(name, Precision::Bf16, steps, &sets, width, batch)?;
         for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {
             let finite = r.first.is_finite() && r.last.is_finite() && r.max.is_finite();
             let close = (r.first - f32_run.first).abs() <= 0.05 * f32_run.first.abs();

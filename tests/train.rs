@@ -135,6 +135,64 @@ fn sgd_momentum_matches_pytorch() -> Result<()> {
     Ok(())
 }
 
+/// libtorch's fused SGD kernel (the optimizer's default on the CPU) and the per-variable loop
+/// (PyTorch's CPU default) agree to rounding over several steps: weight decay, momentum, Nesterov,
+/// no momentum, a group with its own rate and no weight decay, and a variable the loss skips in
+/// one step (it keeps its weight and momentum there). The kernel must be found in the kit's
+/// libtorch: a failed lookup would silently cost the speed.
+#[test]
+fn fused_sgd_agrees_with_the_per_variable_loop() -> Result<()> {
+    let cases = [
+        (OptimizerConfig::sgd(0.9), 5e-4),
+        (OptimizerConfig::Sgd { momentum: 0.9, nesterov: true }, 1e-2),
+        (OptimizerConfig::sgd(0.0), 1e-4),
+        (OptimizerConfig::sgd(0.9), 0.0),
+    ];
+    for (config, wd) in cases {
+        let run = |fused: bool| -> Result<Vec<(String, Vec<f32>)>> {
+            selfsup::tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let a = root.var("a", &[37, 5], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+            let b = root.var("b", &[64], nn::Init::Randn { mean: 0.5, stdev: 1.0 });
+            let c = (&root / "head").var("c", &[3, 3, 2, 2], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+            let head = ParamGroup::new("head", &["head."]).lr_scale(0.1).weight_decay(0.0);
+            let mut opt = Optimizer::new(&vs, &config, wd, &[head])?;
+            assert_eq!(opt.set_fused(fused), fused, "fused SGD not available (fused = {fused})");
+            for step in 0..5 {
+                opt.set_lr(0.05 * (step + 1) as f64);
+                let mut loss = a.sin().sum(Kind::Float) + (&b * &b).sum(Kind::Float) * 0.5;
+                if step != 2 {
+                    loss = loss + c.exp().mean(Kind::Float);
+                }
+                opt.backward(&loss)?;
+                opt.step()?;
+            }
+            let mut out: Vec<(String, Vec<f32>)> = vec![];
+            for (name, t) in vs.variables().into_iter().chain(opt.state().into_iter().filter(|(n, _)| n != "step")) {
+                out.push((name, Vec::<f32>::try_from(&t.detach().flatten(0, -1))?));
+            }
+            out.sort_by(|x, y| x.0.cmp(&y.0));
+            Ok(out)
+        };
+        let (fused, looped) = (run(true)?, run(false)?);
+        assert_eq!(fused.len(), looped.len(), "{config:?}: the same variables and buffers");
+        assert!(fused.len() >= 3, "{fused:?}");
+        for ((name, f), (name2, l)) in fused.iter().zip(&looped) {
+            assert_eq!(name, name2);
+            for (i, (x, y)) in f.iter().zip(l).enumerate() {
+                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{config:?} wd {wd}: {name}[{i}] fused {x}, loop {y}");
+            }
+        }
+    }
+    // The default: fused for SGD on the CPU, the loop for the other rules.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = vs.root().zeros("w", &[4]);
+    assert!(Optimizer::new(&vs, &OptimizerConfig::sgd(0.9), 0.0, &[])?.fused());
+    assert!(!Optimizer::new(&vs, &OptimizerConfig::adam(), 0.0, &[])?.fused());
+    Ok(())
+}
+
 #[test]
 fn sgd_nesterov_matches_pytorch() -> Result<()> {
     let got = run_optimizer(OptimizerConfig::Sgd { momentum: 0.9, nesterov: true }, 0.1, 0.01)?;

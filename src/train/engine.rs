@@ -613,7 +613,9 @@ fn settle_cpu_precision<T: Trainee + ?Sized>(t: &mut T, setup: &mut Setup, start
     if let Some(saved @ (Autocast::Off | Autocast::CpuBf16)) = start.autocast {
         setup.autocast = saved;
         let which = if saved == Autocast::Off { "f32" } else { "bf16 autocast" };
-        setup.progress.warn(&format!("precision: {which}, as this run measured before its first step (its checkpoint says so)"));
+        // The checkpoint records what the run trained in, whether a measurement chose it or the
+        // first machine had no native bf16: the resumed run keeps it so its steps stay comparable.
+        setup.progress.warn(&format!("precision: {which}, the precision this run's checkpoint records"));
         return Ok(());
     }
     let Some(batch) = setup.loader.epoch(0)?.next().transpose()? else { return Ok(()) };

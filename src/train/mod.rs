@@ -46,6 +46,7 @@ pub mod amp;
 pub mod bf16_probe;
 pub mod checkpoint;
 pub mod collapse;
+mod fused_sgd;
 mod engine;
 pub mod history;
 pub mod identity;
