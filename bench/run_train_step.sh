@@ -16,8 +16,8 @@
 # JSON results go; default a temporary folder), CPU_BF16 (on the CPU: `auto` runs the bf16 rows
 # of both programs when the CPU has native bf16 (avx512_bf16, amx_bf16, Arm bf16) and skips them
 # otherwise; `force` runs them anyway, emulated and labelled so; `off` skips them), CONFIGS
-# (the PyTorch configurations; default usual,eager[,compile] on CUDA, usual,eager,compute[,compute_bf16]
-# on the CPU).
+# (the PyTorch configurations; default usual,eager[,compile] on CUDA, usual,eager,compute,compute_fused
+# [,compute_bf16,compute_bf16_fused] on the CPU; `_fused`: torch.optim.SGD(fused=True)).
 #
 # On the CPU the rows are: selfsup fp32 and bf16 (end to end: augmentation included), PyTorch's
 # usual pipeline, its batched augmentation (eager), and its compute-only step (fixed views, no
@@ -62,8 +62,8 @@ if [[ -z "${CONFIGS:-}" ]]; then
         CONFIGS=usual,eager
         [[ "$COMPILE" == 1 ]] && CONFIGS=usual,eager,compile
     else
-        CONFIGS=usual,eager,compute
-        [[ "$RUN_BF16" == 1 ]] && CONFIGS=$CONFIGS,compute_bf16
+        CONFIGS=usual,eager,compute,compute_fused
+        [[ "$RUN_BF16" == 1 ]] && CONFIGS=$CONFIGS,compute_bf16,compute_bf16_fused
         [[ "$COMPILE" == 1 ]] && CONFIGS=$CONFIGS,compile
     fi
 fi
@@ -124,8 +124,8 @@ else:
     print("On the CPU selfsup's step includes its augmentation; PyTorch \"compute\" has none (fixed views).")
     print("\"best\": the fastest row of each program (issue 17's goal: selfsup best >= 1.0x PyTorch best).\n")
     print("| method | selfsup fp32 vs PyTorch compute fp32 | selfsup bf16 vs PyTorch compute bf16 "
-          "| selfsup fp32 vs PyTorch eager fp32 | selfsup best vs PyTorch best |")
-    print("|---|---|---|---|---|")
+          "| selfsup fp32 vs PyTorch eager fp32 | selfsup best vs PyTorch best | PyTorch's best row |")
+    print("|---|---|---|---|---|---|")
     for m in methods:
         fp32 = pick(m, "selfsup", lambda r: r["precision"] == "fp32")
         bf16 = pick(m, "selfsup", lambda r: r["precision"] != "fp32")
@@ -133,5 +133,6 @@ else:
         best = lambda impl: min((r for r in rows if r["method"] == m and r["impl"] == impl),  # noqa: E731
                                 key=lambda r: r["median_ms"], default=None)
         print(f"| {m} | {ratio(kind('compute'), fp32)} | {ratio(kind('compute_bf16'), bf16)} | "
-              f"{ratio(kind('eager'), fp32)} | {ratio(best('pytorch'), best('selfsup'))} |")
+              f"{ratio(kind('eager'), fp32)} | {ratio(best('pytorch'), best('selfsup'))} | "
+              f"{best('pytorch')['config'] if best('pytorch') else '-'} |")
 EOF

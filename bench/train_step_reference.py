@@ -18,6 +18,8 @@ torch.optim.SGD(..., fused=True), one kernel over all weights (on the CPU PyTorc
 loop over the parameters, foreach being its default only on CUDA).
 --channels-last also puts the `eager` and `compute*` configurations in channels-last on the CPU.
 
+On the CPU each row also gives the median ms of the step's parts (views, forward, backward,
+optimizer; the CPU runs them synchronously), to put next to bench_train_step's.
 Each timed step ends with a device synchronisation; median and p90 ms/step, source images/s
 (each image gives two views) and the median CPU time of this process per step (all threads;
 for `usual` the DataLoader workers' time is not in it). Prints a Markdown table; --json writes the rows for
@@ -417,7 +419,7 @@ def run(name, config, args, device):
         aug1, aug2 = GpuAugment(specs[0], args.size, device), GpuAugment(specs[1], args.size, device)
         next_views = lambda: (aug1(images), aug2(images))  # noqa: E731
     model.train()
-    times, cpu, loss = [], [], float("nan")
+    times, cpu, parts, loss = [], [], [], float("nan")
     sync(device)
     for step in range(total):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -426,22 +428,29 @@ def run(name, config, args, device):
         v1, v2 = next_views()
         if channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        t1 = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = step_fn(v1, v2, step, total)
+        t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out.backward()
+        t3 = time.perf_counter()
         opt.step()
+        t4 = time.perf_counter()
         model.after_step(step, total)
         sync(device)
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            if not cuda:  # CPU ops run synchronously: the marks split the step (views, forward, backward, optimizer)
+                parts.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
         if step == total - 1:
             loss = out.item()
     times.sort()
     med = statistics.median(times)
     p90 = times[min(len(times), max(1, math.ceil(0.9 * len(times)))) - 1]
-    return dict(median_ms=med * 1e3, cpu_ms=statistics.median(cpu) * 1e3, p90_ms=p90 * 1e3, images_per_sec=args.batch / med, loss=loss,
+    split = {k: statistics.median(p[i] for p in parts) * 1e3 for i, k in enumerate(("views", "forward", "backward", "optimizer"))} if parts else None
+    return dict(parts_ms=split, median_ms=med * 1e3, cpu_ms=statistics.median(cpu) * 1e3, p90_ms=p90 * 1e3, images_per_sec=args.batch / med, loss=loss,
                 precision=("bf16 autocast" + ("" if cuda or native_bf16() else ", emulated (no native bf16)")) if autocast else "fp32", layout="channels-last" if channels_last else "NCHW",
                 sgd="fused SGD" if fused else "SGD")
 
@@ -484,7 +493,8 @@ def main():
                 label += ", " + r["sgd"]
             r.update(impl="pytorch", config=label, kind=config, method=name, device=dev, batch=args.batch,
                      size=args.size, steps=args.steps, warmup=args.warmup, stem=args.stem)
-            print(f"{label}: {name} {r['median_ms']:.1f} ms/step (loss {r['loss']:.4f})", flush=True)
+            split = "".join(f", {k} {v:.1f}" for k, v in (r["parts_ms"] or {}).items())
+            print(f"{label}: {name} {r['median_ms']:.1f} ms/step (loss {r['loss']:.4f}{split})", flush=True)
             rows.append(r)
     print(f"# train_step_reference: ResNet-18 ({args.stem} stem), {args.size}x{args.size}, batch {args.batch}, two views, "
           f"{args.steps} steps after {args.warmup} warm-up, {dev}, torch {torch.__version__}\n")
