@@ -47,6 +47,10 @@ struct Args {
     /// Images per batch (two views each)
     #[arg(long, default_value_t = 64, value_parser = selfsup::cli::at_least(2usize))]
     batch: usize,
+    /// Seed of the weights, the batches and the augmentations (the same for both precisions); a
+    /// second seed shows how far two f32 runs differ, the noise the probe tolerance stands for
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 /// Methods given as one comma-separated positional argument (a list there would swallow the
@@ -68,9 +72,9 @@ fn method_list(s: &str) -> std::result::Result<MethodList, String> {
     s.split(',').map(one).collect::<std::result::Result<_, _>>().map(MethodList)
 }
 
-/// The method's `tiny` preset on ResNet-18 at `width` with the 3×3 stem, from seed 0.
-fn method(kind: MethodKind, width: i64) -> Result<Box<dyn SslMethod>> {
-    seed_everything(0);
+/// The method's `tiny` preset on ResNet-18 at `width` with the 3×3 stem, its weights from `seed`.
+fn method(kind: MethodKind, width: i64, seed: u64) -> Result<Box<dyn SslMethod>> {
+    seed_everything(seed);
     let config = match kind {
         MethodKind::SimClr => MethodConfig::SimClr(SimClrConfig::tiny()),
         MethodKind::MocoV2 => MethodConfig::Moco(MocoConfig::tiny()),
@@ -89,13 +93,23 @@ struct Run {
     seconds: f64,
 }
 
-fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3], width: i64, batch: usize) -> Result<Run> {
+/// The network, batch and seed of every run.
+#[derive(Clone, Copy)]
+struct Setting {
+    width: i64,
+    batch: usize,
+    seed: u64,
+}
+
+fn run(kind: MethodKind, precision: Precision, steps: usize, sets: &[ImageSet; 3], s: Setting) -> Result<Run> {
     let [unlabeled, train_set, test_set] = sets;
-    let mut m = method(kind, width)?;
+    let Setting { width, batch, seed } = s;
+    let mut m = method(kind, width, seed)?;
     let cfg = TrainConfig {
         mixed_precision: precision,
         max_steps: Some(steps),
         batch_size: batch,
+        seed,
         epochs: steps.div_ceil((unlabeled.len() / batch).max(1)).max(1),
         log_every: 10,
         checkpoint_every_steps: None,
@@ -133,7 +147,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(Args { steps, methods, tolerance, width, batch }: Args) -> Result<bool> {
+fn check(Args { steps, methods, tolerance, width, batch, seed }: Args) -> Result<bool> {
     let native = amp::cpu_bf16();
     // Forced in any case: with native bf16 a run would otherwise time both precisions and train in
     // the faster one (train::bf16_probe), and the "bf16" run could be an f32 one.
@@ -142,7 +156,8 @@ fn check(Args { steps, methods, tolerance, width, batch }: Args) -> Result<bool>
         println!("note: no native bf16 on this CPU: bf16 is forced and emulated (slow); the numerics are what is checked");
     }
     println!("device: {}", selfsup::device::describe(Device::Cpu));
-    println!("network: ResNet-18 at width {width}, 3x3 stem; batch {batch} of 32 px images, two views each");
+    println!("network: ResNet-18 at width {width}, 3x3 stem; batch {batch} of 32 px images, two views each; seed {seed}");
+    let setting = Setting { width, batch, seed };
     let data = SyntheticConfig::default(); // the lesson scale's embedded 32 px dataset
     let sets = [
         data::synthetic::load(Split::Unlabeled, &data)?,
@@ -153,8 +168,8 @@ fn check(Args { steps, methods, tolerance, width, batch }: Args) -> Result<bool>
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
     for name in methods.0 {
-        let f32_run = run(name, Precision::Off, steps, &sets, width, batch)?;
-        let bf16_run = run(name, Precision::Bf16, steps, &sets, width, batch)?;
+        let f32_run = run(name, Precision::Off, steps, &sets, setting)?;
+        let bf16_run = run(name, Precision::Bf16, steps, &sets, setting)?;
         for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {
             let finite = r.first.is_finite() && r.last.is_finite() && r.max.is_finite();
             let close = (r.first - f32_run.first).abs() <= 0.05 * f32_run.first.abs();
