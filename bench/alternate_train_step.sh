@@ -11,16 +11,7 @@
 # --stem imagenet; one method). Environment: ROUNDS (8), CONFIGS (PyTorch's, default
 # compute,compute_fused,eager,eager_fused), PYTHON (python3 with torch), BENCH_BIN (as run_train_step.sh).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-TORCH_LIB=$("$PY" -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
-export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export TORCH_CPP_LOG_LEVEL=${TORCH_CPP_LOG_LEVEL:-ERROR}
-BIN=${BENCH_BIN:-}
-if [[ -z "$BIN" ]]; then
-    LIBTORCH_USE_PYTORCH=1 cargo build --release --example bench_train_step
-    BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
-fi
+source "$(dirname "$0")/common.sh"
 ARGS=("$@")
 [[ ${#ARGS[@]} -eq 0 ]] && ARGS=(--batch 64 --size 32 --steps 20 --warmup 3 --methods simclr --stem imagenet)
 CONFIGS=${CONFIGS:-compute,compute_fused,eager,eager_fused}

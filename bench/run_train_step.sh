@@ -27,25 +27,7 @@
 # `cargo build --release --example bench_train_step`, copy the binary into the git-ignored .bin/,
 # carry .bin, and run this script there; it points LD_LIBRARY_PATH at that machine's torch/lib.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-TORCH_LIB=$("$PY" -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
-export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export TORCH_CPP_LOG_LEVEL=${TORCH_CPP_LOG_LEVEL:-ERROR}
-
-BIN=${BENCH_BIN:-}
-if [[ -z "$BIN" ]]; then
-    # With cargo at hand, build (a no-op when up to date): an old binary would time old code.
-    if command -v cargo >/dev/null; then
-        LIBTORCH_USE_PYTORCH=1 cargo build --release --example bench_train_step
-        BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_train_step"
-    elif [[ -x .bin/bench_train_step ]]; then
-        BIN=.bin/bench_train_step  # the GPU machine, which has no Rust: the binary carried there
-    else
-        echo "no cargo and no .bin/bench_train_step: build it with cargo build --release --example bench_train_step" >&2
-        exit 2
-    fi
-fi
+source "$(dirname "$0")/common.sh"
 OUT=${OUT_DIR:-$(mktemp -d)}
 mkdir -p "$OUT"
 CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
