@@ -79,26 +79,6 @@ fn cpu_autocast_computes_convolutions_in_bf16_and_restores_the_state() -> TestRe
     Ok(())
 }
 
-/// `full_precision` inside an autocast scope computes in the inputs' f32 (Barlow Twins'
-/// cross-correlation), and the scope's bf16 autocast is back after it.
-#[test]
-fn full_precision_switches_cpu_autocast_off_inside_a_scope_and_back() -> TestResult {
-    force_bf16();
-    tch::manual_seed(1);
-    let a = Tensor::randn([16, 8], (Kind::Float, Device::Cpu)); // [16, 8]
-    let b = Tensor::randn([8, 4], (Kind::Float, Device::Cpu)); // [8, 4]
-    let exact = a.mm(&b); // [16, 4] f32
-    let (before, inside, after) =
-        amp::autocast(Autocast::CpuBf16, || (a.mm(&b), amp::full_precision(|| a.mm(&b)), a.mm(&b)))?;
-    assert_eq!(before.kind(), Kind::BFloat16, "autocast on before");
-    assert_eq!(inside.kind(), Kind::Float, "no autocast inside full_precision");
-    assert_eq!(Vec::<f32>::try_from(&inside.flatten(0, -1))?, Vec::<f32>::try_from(&exact.flatten(0, -1))?);
-    assert_eq!(after.kind(), Kind::BFloat16, "autocast on again after full_precision");
-    // Outside any scope it only runs the closure.
-    assert_eq!(amp::full_precision(|| a.mm(&b)).kind(), Kind::Float);
-    Ok(())
-}
-
 #[test]
 fn forced_cpu_bf16_is_what_the_engine_sets_up() -> TestResult {
     force_bf16();

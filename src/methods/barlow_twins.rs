@@ -190,12 +190,10 @@ impl SslMethod for BarlowTwins {
         let z1 = self.project(v1)?; // [N, D]
         let z2 = self.project(v2)?; // [N, D]
                                     // 2. cross-correlation of the batch-normalised projections
-        // In f32 outside autocast: the official code runs this under fp16 autocast, but C_ii ≈ 1
-        // needs more than bf16's 8 bits for (1 − C_ii)², and its D² squared terms summed in half
-        // precision round the loss to a few digits (a logged 91.0, 97.0). With C in bf16, CPU runs
-        // peaked higher and probed 3 points lower than f32 (cpu_bf16_check, BENCHMARKS.md).
-        let (z1, z2) = (z1.to_kind(Kind::Float), z2.to_kind(Kind::Float));
-        let c = crate::train::amp::full_precision(|| self.cross_correlation(&z1, &z2))?; // [D, D] f32
+        let c = self.cross_correlation(&z1, &z2)?; // [D, D]
+        // Under bf16/fp16 autocast the matmul returns half precision; summing D² squared terms
+        // there rounds the loss to a few digits (a logged 91.0, 97.0). The terms are summed in f32.
+        let c = if matches!(c.kind(), Kind::BFloat16 | Kind::Half) { c.to_kind(Kind::Float) } else { c };
                                                                                     // 3. invariance + λ · redundancy reduction
         let (on_diag, off_diag) = barlow_twins_terms(&c)?; // [], []
         let lambda = self.config.off_diagonal_weight;

@@ -149,34 +149,6 @@ pub fn autocast<T>(mode: Autocast, f: impl FnOnce() -> T) -> Result<T> {
     }
 }
 
-/// Runs `f` with autocast switched off on the CPU and on CUDA, as `with torch.autocast(device,
-/// enabled=False):` inside an autocast region does: the ops in `f` compute in the dtypes of
-/// their inputs (cast them to f32 first). For the few sums that lose too much in bf16, such as
-/// Barlow Twins' cross-correlation, whose diagonal terms `(1 − C_ii)²` need C_ii to more than
-/// bf16's 8 bits. Outside autocast it just runs `f`.
-pub fn full_precision<T>(f: impl FnOnce() -> T) -> T {
-    // CPU autocast can only be on where its functions were found; then they switch it off here.
-    let cpu = cpu_api().ok().filter(|api| (api.is_enabled)(DEVICE_CPU));
-    let _guard = cpu.map(|api| {
-        let guard = CpuAutocastOff { api, prev_enabled: true };
-        (api.set_enabled)(DEVICE_CPU, false);
-        guard
-    });
-    tch::autocast(false, f)
-}
-
-/// Switches CPU autocast back on when dropped (see [`full_precision`]).
-struct CpuAutocastOff {
-    api: &'static CpuAutocastApi,
-    prev_enabled: bool,
-}
-
-impl Drop for CpuAutocastOff {
-    fn drop(&mut self) {
-        (self.api.set_enabled)(DEVICE_CPU, self.prev_enabled);
-    }
-}
-
 // c10::DeviceType and c10::ScalarType values (torch/headeronly/core/DeviceType.h, ScalarType.h).
 const DEVICE_CPU: i8 = 0;
 const DEVICE_CUDA: i8 = 1;
