@@ -150,18 +150,25 @@ fn fused_sgd_agrees_with_the_per_variable_loop() -> Result<()> {
     ];
     for (config, wd) in cases {
         let run = |fused: bool| -> Result<Vec<(String, Vec<f32>)>> {
-            selfsup::tch::manual_seed(7);
+            // Fixed values, not tch's global generator, which tests running beside this one share.
+            let vals = |shape: &[i64], phase: f64| {
+                let n: i64 = shape.iter().product();
+                (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 0.37 + phase).sin().view(shape)
+            };
             let vs = nn::VarStore::new(Device::Cpu);
             let root = vs.root();
-            let a = root.var("a", &[37, 5], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-            let b = root.var("b", &[64], nn::Init::Randn { mean: 0.5, stdev: 1.0 });
-            let c = (&root / "head").var("c", &[3, 3, 2, 2], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+            let a = root.var_copy("a", &vals(&[37, 5], 0.0));
+            let b = root.var_copy("b", &(vals(&[64], 1.0) + 0.5));
+            let c = (&root / "head").var_copy("c", &vals(&[3, 3, 2, 2], 2.0));
+            // A channels-last weight, as a CUDA run keeps its convolutions (the kernel walks memory order).
+            let mut d = root.var_copy("d", &vals(&[4, 3, 3, 3], 3.0));
+            selfsup::tch::no_grad(|| d.set_data(&train::amp::to_channels_last(&d)));
             let head = ParamGroup::new("head", &["head."]).lr_scale(0.1).weight_decay(0.0);
             let mut opt = Optimizer::new(&vs, &config, wd, &[head])?;
             assert_eq!(opt.set_fused(fused), fused, "fused SGD not available (fused = {fused})");
             for step in 0..5 {
                 opt.set_lr(0.05 * (step + 1) as f64);
-                let mut loss = a.sin().sum(Kind::Float) + (&b * &b).sum(Kind::Float) * 0.5;
+                let mut loss = a.sin().sum(Kind::Float) + (&b * &b).sum(Kind::Float) * 0.5 + d.cos().sum(Kind::Float);
                 if step != 2 {
                     loss = loss + c.exp().mean(Kind::Float);
                 }

@@ -94,17 +94,35 @@ impl std::fmt::Debug for FusedSgd {
 }
 
 /// Whether the kernel takes this weight and gradient: both on the CPU, of one floating dtype it
-/// computes in (f32, f64, bf16, f16), dense and contiguous (the kernel indexes the gradient and
-/// the momentum buffer with the weight's offsets).
+/// computes in (f32, f64, bf16, f16), with the same shape and strides, dense (the kernel walks
+/// the three arrays in memory order with the weight's offsets, so contiguous and channels-last
+/// weights both qualify when their gradients are laid out alike).
 pub(crate) fn fits(param: &Tensor, grad: &Tensor) -> bool {
     let kind = param.kind();
-    param.device() == Device::Cpu
-        && grad.device() == Device::Cpu
-        && matches!(kind, Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half)
-        && grad.kind() == kind
-        && param.size() == grad.size()
-        && param.is_contiguous()
-        && grad.is_contiguous()
+    if param.device() != Device::Cpu
+        || grad.device() != Device::Cpu
+        || !matches!(kind, Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half)
+        || grad.kind() != kind
+    {
+        return false;
+    }
+    let (size, stride) = (param.size(), param.stride());
+    size == grad.size() && stride == grad.stride() && dense(&size, &stride)
+}
+
+/// Whether `size` and `stride` cover a block of memory with no gap and no overlap (some
+/// permutation of a contiguous layout, as channels-last is).
+pub(crate) fn dense(size: &[i64], stride: &[i64]) -> bool {
+    let mut dims: Vec<(i64, i64)> = size.iter().copied().zip(stride.iter().copied()).filter(|&(n, _)| n != 1).collect();
+    dims.sort_by_key(|&(_, s)| s);
+    let mut expected = 1;
+    for (n, s) in dims {
+        if s != expected {
+            return false;
+        }
+        expected *= n;
+    }
+    true
 }
 
 /// One SGD step's hyper-parameters for a list of weights.
@@ -167,5 +185,22 @@ impl FusedSgd {
                 &none,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_layouts_are_contiguous_or_permuted_blocks() {
+        assert!(dense(&[4, 3, 2, 2], &[12, 4, 2, 1])); // contiguous
+        assert!(dense(&[4, 3, 2, 2], &[12, 1, 6, 3])); // channels-last
+        assert!(dense(&[5, 1], &[1, 7])); // a size-1 dimension's stride does not matter
+        assert!(!dense(&[4, 3], &[6, 1])); // every other row: a gap
+        assert!(!dense(&[4, 3], &[1, 1])); // overlapping
+        assert!(!dense(&[4, 3], &[0, 1])); // expanded
+        let cl = crate::train::amp::to_channels_last(&Tensor::zeros([4, 3, 2, 2], (Kind::Float, Device::Cpu)));
+        assert!(fits(&cl, &cl.empty_like()) && !fits(&cl, &Tensor::zeros([4, 3, 2, 2], (Kind::Float, Device::Cpu))));
     }
 }

@@ -696,8 +696,11 @@ fn fused_buffer(p: &Param, g: &Tensor, momentum: f64) -> Option<Option<Tensor>> 
         return Some(None);
     }
     match &p.buf1 {
-        None => Some(Some(p.tensor.empty_like())),
-        Some(b) if b.kind() == p.tensor.kind() && b.size() == p.tensor.size() && b.is_contiguous() => {
+        None => {
+            let b = p.tensor.empty_like(); // keeps a dense layout (channels-last too)
+            (b.stride() == p.tensor.stride()).then_some(Some(b))
+        }
+        Some(b) if b.kind() == p.tensor.kind() && b.size() == p.tensor.size() && b.stride() == p.tensor.stride() => {
             Some(Some(b.shallow_clone()))
         }
         Some(_) => None,
