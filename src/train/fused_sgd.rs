@@ -21,8 +21,9 @@
 //! one pointer to its `TensorImpl`, which is what a tch tensor handle (`at::Tensor*`) points to;
 //! `std::optional<at::Tensor>` is that pointer followed by an "engaged" flag. The kernel throws (a
 //! C++ exception, which must not cross into Rust) on mismatched lists, dtypes or devices, so
-//! [`fits`] admits only what it accepts: CPU, the same floating dtype and a dense contiguous
-//! layout for the weight, its gradient and its momentum buffer.
+//! [`fits`] admits only what it accepts: CPU, the same floating dtype, and one dense layout
+//! (contiguous or channels-last, the same strides) for the weight, its gradient and its momentum
+//! buffer.
 use super::amp::{built_torch_version, loaded_torch_version, torch_symbol};
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};

@@ -360,11 +360,12 @@ impl Optimizer {
         // The optimizer updates these in place (clipping, unscaling, weight decay), so each must
         // own its memory, as PyTorch's AccumulateGrad makes sure before it keeps a gradient: autograd
         // may hand over an expanded view (of `w.sum()`) or one tensor for two variables (`w1 + w2`).
+        // A dense gradient keeps its layout (a channels-last one stays so, as its weight).
         let mut seen = std::collections::HashSet::new();
         for (p, g) in self.params.iter_mut().zip(grads) {
             let g = if !g.defined() {
                 g
-            } else if !g.is_contiguous() {
+            } else if !fused_sgd::dense(&g.size(), &g.stride()) {
                 g.f_contiguous()? // a copy of its own
             } else if !seen.insert(g.data_ptr() as usize) {
                 g.copy()
