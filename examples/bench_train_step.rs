@@ -289,7 +289,8 @@ fn main() -> Result<()> {
     };
     let layout = if a.channels_last { "channels-last" } else { "NCHW" };
     let stem = selfsup::cli::value_name(&a.stem);
-    let sgd = if a.sgd_loop { "SGD loop" } else { "fused SGD" };
+    // The fused kernel takes CPU weights only; CUDA weights take the loop either way.
+    let sgd = if a.sgd_loop || device != Device::Cpu { "SGD loop" } else { "fused SGD" };
     let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}, {sgd}"));
     tch::manual_seed(1234);
     let images = Tensor::randint(256, [a.batch, 3, a.size, a.size], (Kind::Uint8, device)); // [B, 3, S, S] u8

@@ -5,7 +5,7 @@
 //! (`d = g + wd·p; buf = μ·buf + d; p −= lr·buf`, as `torch.optim.SGD`'s default loop on the CPU)
 //! reads and writes every weight-sized array about thirteen times and allocates a temporary per
 //! variable; on a CPU the step is memory-bound, so for ResNet-18 (11 M weights) that is about
-//! 17 ms of a 230 ms SimCLR step on 2 cores (BENCHMARKS.md). The fused kernel reads the weight,
+//! 21 ms of a 230 ms SimCLR step on 2 cores, against 8 ms fused (BENCHMARKS.md). The fused kernel reads the weight,
 //! its gradient and its momentum once and writes the weight and the momentum once, with the same
 //! formula in the same order of operations.
 //!

@@ -277,11 +277,12 @@ impl Optimizer {
         Ok(Optimizer { config: config.clone(), weight_decay, groups: all_groups, params, lr: 0.0, steps: 0, fused })
     }
 
-    /// Whether SGD steps on the CPU go through libtorch's fused kernel (`torch.optim.SGD(...,
+    /// Whether SGD steps of CPU weights go through libtorch's fused kernel (`torch.optim.SGD(...,
     /// fused=True)`): on by default where the loaded libtorch is the one the crate was built
-    /// against. The same formula in the same order as the per-variable loop (the results agree to
-    /// rounding, `tests/train.rs`), in one pass over each weight instead of about thirteen, which
-    /// on a 2-core CPU takes ResNet-18's update from about 17 to about 7 ms (BENCHMARKS.md).
+    /// against; CUDA weights always take the per-variable loop. The same formula in the same order
+    /// as the loop (the results agree to rounding, `tests/train.rs`), in one pass over each weight
+    /// instead of about thirteen, which on a 2-core CPU takes ResNet-18's update from about 21 to
+    /// about 8 ms (BENCHMARKS.md).
     pub fn fused(&self) -> bool {
         self.fused.is_some()
     }
