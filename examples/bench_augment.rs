@@ -83,23 +83,33 @@ fn main() -> selfsup::Result<()> {
     let mut rng = augment::rng(0);
 
     let _guard = tch::no_grad_guard();
-    let (pair, pair_cpu) = time(device, warmup, reps, || augment.two_views(&images, &mut rng).map(|_| ()))?;
-    let per_second = 2.0 * batch as f64 / pair;
+    // `Augment::apply`'s path (per image on the CPU), and on the CPU the batched ops beside it.
+    let mut rows = vec![("Augment::apply", time(device, warmup, reps, || augment.two_views(&images, &mut rng).map(|_| ()))?)];
+    if device == Device::Cpu {
+        let batched = || -> selfsup::Result<()> {
+            let _ = augment.apply_batched(&images, &mut rng)?;
+            let _ = augment.apply_batched(&images, &mut rng)?;
+            Ok(())
+        };
+        rows.push(("batched ops (apply_batched)", time(device, warmup, reps, batched)?));
+    }
 
     println!("# bench_augment: SimCLR preset, {size}x{size}, batch {batch}, two views, {reps} reps after {warmup} warm-up, median");
     println!();
-    println!("| device | threads | batch | two views of a batch, wall (ms) | augmented images/s | CPU time (ms) |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {batch} | {:.1} | {:.0} | {:.1} |",
-        selfsup::device::describe(device),
-        tch::get_num_threads(),
-        pair * 1e3,
-        per_second,
-        pair_cpu * 1e3
-    );
+    println!("| device | threads | path | batch | two views of a batch, wall (ms) | augmented images/s | CPU time (ms) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (path, (pair, pair_cpu)) in &rows {
+        println!(
+            "| {} | {} | {path} | {batch} | {:.1} | {:.0} | {:.1} |",
+            selfsup::device::describe(device),
+            tch::get_num_threads(),
+            pair * 1e3,
+            2.0 * batch as f64 / pair,
+            pair_cpu * 1e3
+        );
+    }
     println!();
-    println!("Per step, one view, every sample (p = 1; the preset applies it with p), median ms:");
+    println!("Per step of the batched ops, one view, every sample (p = 1; the preset applies it with p), median ms:");
     println!();
     println!("| step | preset p | ms at p = 1 |");
     println!("|---|---|---|");

@@ -424,6 +424,75 @@ fn presets_give_shapes_ranges_and_same_seed_same_views() -> Result {
     Ok(())
 }
 
+/// The CPU's per-image path (`Augment::apply` on the CPU) against the batched ops
+/// (`apply_batched`): the same draws (the generators end in the same state) and the same pixels
+/// to float rounding, for every preset and for pipelines in unusual orders.
+#[test]
+fn per_image_cpu_path_matches_the_batched_ops() -> Result {
+    use rand::RngCore;
+    let check = |name: &str, augment: &Augment, images: &Tensor, seed: u64| -> Result {
+        let (mut r1, mut r2) = (augment::rng(seed), augment::rng(seed));
+        let per_image = augment.apply(images, &mut r1)?;
+        let batched = augment.apply_batched(images, &mut r2)?;
+        assert_eq!(per_image.size(), batched.size(), "{name}");
+        assert_eq!(per_image.kind(), Kind::Float, "{name}");
+        let d = max_abs_diff(&per_image, &batched);
+        assert!(d < 1e-4, "{name}: per-image and batched paths differ by {d}");
+        assert_eq!(r1.next_u64(), r2.next_u64(), "{name}: the two paths drew different amounts");
+        Ok(())
+    };
+    // Presets: a source larger than the crop (shrinking boxes), at 32 px (a 3-pixel blur) and
+    // at 64 px (a 7-pixel blur); u8 and float inputs; every view's pipeline.
+    for (source, size) in [(40, 24), (32, 32), (72, 64)] {
+        let images = random_u8(10, source, 21);
+        let floats = random_images(10, source, 22);
+        for (name, views) in all_presets(size) {
+            for i in 0..2 {
+                let pipeline = views.pipeline(i);
+                check(&format!("{name} view {i} at {size} (u8)"), pipeline, &images, 3)?;
+                check(&format!("{name} view {i} at {size} (f32)"), pipeline, &floats, 4)?;
+            }
+        }
+    }
+    // Every op with p = 1 and other orders: flip before the crop, jitter parts left out, hue
+    // alone, grey then jitter, blur before solarize, no crop and no normalisation.
+    let images = random_u8(9, 20, 23);
+    let crop = Op::RandomResizedCrop(RandomResizedCrop::new(16).scale(0.3, 1.0));
+    let custom = [
+        ("flip, crop, jitter, grey, blur, solarize", Augment::new()
+            .then(Op::HorizontalFlip, 1.0)
+            .then(crop.clone(), 1.0)
+            .then(Op::ColorJitter(ColorJitter::new(0.8, 0.8, 0.8, 0.2)), 1.0)
+            .then(Op::Grayscale, 1.0)
+            .then(Op::GaussianBlur(GaussianBlur { sigma: (0.5, 2.0), kernel_size: Some(5) }), 1.0)
+            .then(Op::Solarize { threshold: 0.5 }, 1.0)),
+        ("hue only, then brightness only", Augment::new()
+            .then(Op::ColorJitter(ColorJitter::new(0.0, 0.0, 0.0, 0.5)), 0.7)
+            .then(Op::ColorJitter(ColorJitter::new(0.9, 0.0, 0.0, 0.0)), 0.7)),
+        ("grey, jitter, solarize, blur, normalise", Augment::new()
+            .then(Op::Grayscale, 0.5)
+            .then(Op::ColorJitter(ColorJitter::new(0.4, 0.4, 0.4, 0.1)), 0.9)
+            .then(Op::Solarize { threshold: 0.3 }, 0.5)
+            .then(Op::GaussianBlur(GaussianBlur::default()), 0.5)
+            .then(Op::Normalize(Normalization { mean: [0.4, 0.5, 0.6], std: [0.2, 0.25, 0.3] }), 1.0)),
+        ("the identity", Augment::new()),
+    ];
+    for (name, augment) in &custom {
+        check(name, augment, &images, 5)?;
+    }
+    // The same errors: a blur kernel too large for the image, a dtype that is not an image.
+    let too_large = Augment::new().then(Op::GaussianBlur(GaussianBlur { sigma: (1.0, 1.0), kernel_size: Some(17) }), 1.0);
+    let small = random_u8(2, 8, 24);
+    for result in [too_large.apply(&small, &mut augment::rng(0)), too_large.apply_batched(&small, &mut augment::rng(0))] {
+        let err = result.expect_err("a 17-pixel kernel on 8x8 images").to_string();
+        assert!(err.contains("too large"), "{err}");
+    }
+    let ints = small.to_kind(Kind::Int64);
+    assert!(Augment::new().apply(&ints, &mut augment::rng(0)).is_err());
+    assert!(Augment::new().apply_batched(&ints, &mut augment::rng(0)).is_err());
+    Ok(())
+}
+
 #[test]
 fn presets_carry_the_papers_numbers() -> Result {
     let p = |a: &Augment, k: OpKind| a.step(k).map(|s| s.p);

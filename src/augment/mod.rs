@@ -12,6 +12,10 @@
 //! ([`rng`]), so training is not CPU-bound and the same seed gives the same views.
 //!
 //! - [`ops`]: one function per op (random and deterministic forms).
+//! - On the CPU, [`Augment::apply`] takes each image through the whole pipeline while it sits in
+//!   cache, on libtorch's own threads, with the same draws as the batched ops (which
+//!   [`Augment::apply_batched`] runs anywhere): a pass over memory per op is what a CPU step
+//!   cannot afford (BENCHMARKS.md, "Augmentation on the CPU, image by image").
 //! - [`Augment`]: ordered ops with probabilities; [`TwoViews`] for asymmetric methods;
 //!   [`MultiView`] gives `two_views` / `views` for both.
 //! - [`presets`]: SimCLR, MoCo v1, MoCo v2 (S0.3), BYOL, Barlow Twins, and the Barlow Twins
@@ -31,6 +35,7 @@
 //! let (v1, v2) = augment.two_views(&set.images.narrow(0, 0, 256), &mut rng)?;
 //! # Ok::<(), selfsup::Error>(())
 //! ```
+mod cpu;
 pub mod ops;
 pub mod pipeline;
 pub mod presets;

@@ -729,10 +729,22 @@ pub fn color_jitter<R: Rng + ?Sized>(images: &Tensor, jitter: &ColorJitter, p: f
     let (b, _, _) = check_batch("color_jitter images", images)?;
     jitter.validate()?;
     check_p("color_jitter", p)?;
+    let (mask, params) = draw_jitter(b, jitter, p, rng)?;
+    apply_masked(images, &mask, |x| jitter_with(x, jitter, &params))
+}
+
+/// The draws of [`color_jitter`] for `b` samples: which samples it applies to, then the
+/// parameters of those (in batch order). Shared with the CPU path ([`super::cpu`]), so both
+/// take the same numbers from the generator.
+pub(crate) fn draw_jitter<R: Rng + ?Sized>(
+    b: i64,
+    jitter: &ColorJitter,
+    p: f64,
+    rng: &mut R,
+) -> Result<(Vec<bool>, JitterParams)> {
     let mask = sample_mask(b, p, rng);
     let k = mask.iter().filter(|&&m| m).count() as i64;
-    let params = sample_jitter(k, jitter, rng)?;
-    apply_masked(images, &mask, |x| jitter_with(x, jitter, &params))
+    Ok((mask, sample_jitter(k, jitter, rng)?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,13 +790,8 @@ pub fn blur(images: &Tensor, sigmas: &[f64], kernel_size: i64) -> Result<Tensor>
     if let Some(bad) = sigmas.iter().find(|&&s| !(s > 0.0 && s.is_finite())) {
         return Err(config_err!("blur: every sigma must be positive, got {bad}"));
     }
+    check_blur_kernel(kernel_size, h, w)?;
     let half = kernel_size / 2;
-    if half >= h || half >= w {
-        return Err(config_err!(
-            "blur: kernel {kernel_size} is too large for {h}x{w} images (reflect padding needs kernel_size / 2 < side); \
-             use a smaller GaussianBlur.kernel_size"
-        ));
-    }
     if kernel_size == 1 {
         return Ok(images.shallow_clone());
     }
@@ -817,12 +824,32 @@ pub fn gaussian_blur<R: Rng + ?Sized>(images: &Tensor, cfg: &GaussianBlur, p: f6
     cfg.validate()?;
     check_p("gaussian_blur", p)?;
     let kernel_size = cfg.kernel_for(h.min(w));
-    let mask = sample_mask(b, p, rng);
-    let sigmas: Vec<f64> = mask.iter().filter(|&&m| m).map(|_| uniform(rng, cfg.sigma.0, cfg.sigma.1)).collect();
+    let (mask, sigmas) = draw_blur(b, cfg, p, rng);
     if sigmas.is_empty() {
         return Ok(images.shallow_clone());
     }
     apply_masked(images, &mask, |x| blur(x, &sigmas, kernel_size))
+}
+
+/// The draws of [`gaussian_blur`] for `b` samples: which samples it applies to, then a σ for
+/// each of those (in batch order). Shared with the CPU path ([`super::cpu`]).
+pub(crate) fn draw_blur<R: Rng + ?Sized>(b: i64, cfg: &GaussianBlur, p: f64, rng: &mut R) -> (Vec<bool>, Vec<f64>) {
+    let mask = sample_mask(b, p, rng);
+    let sigmas = mask.iter().filter(|&&m| m).map(|_| uniform(rng, cfg.sigma.0, cfg.sigma.1)).collect();
+    (mask, sigmas)
+}
+
+/// Checks that a blur kernel fits an `h × w` image (reflect padding needs `kernel_size / 2 <
+/// side`).
+pub(crate) fn check_blur_kernel(kernel_size: i64, h: i64, w: i64) -> Result<()> {
+    let half = kernel_size / 2;
+    if half >= h || half >= w {
+        return Err(config_err!(
+            "blur: kernel {kernel_size} is too large for {h}x{w} images (reflect padding needs kernel_size / 2 < side); \
+             use a smaller GaussianBlur.kernel_size"
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
