@@ -177,14 +177,16 @@ impl Block {
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
             h = batch_norm_t(bn, &h.apply(conv), train)?;
             if i < last {
-                h = h.relu();
+                let _ = h.relu_();
             }
         }
         let identity = match &self.downsample {
             Some((conv, bn)) => batch_norm_t(bn, &x.apply(conv), train)?,
             None => x.shallow_clone(),
         };
-        Ok((h + identity).relu())
+        let mut out = h + identity;
+        let _ = out.relu_();
+        Ok(out)
     }
 }
 
@@ -287,7 +289,8 @@ impl ResNet {
     pub fn forward_until(&self, x: &Tensor, stage: Stage, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         self.check_stage(stage)?;
-        let mut h = batch_norm_t(&self.bn1, &x.apply(&self.conv1), train)?.relu(); // [N, 64, H/2, W/2] (H, W small)
+        let mut h = batch_norm_t(&self.bn1, &x.apply(&self.conv1), train)?;
+        let _ = h.relu_(); // [N, 64, H/2, W/2] (H, W small)
         if stage == Stage::Stem {
             return Ok(h);
         }
