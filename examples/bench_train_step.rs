@@ -12,7 +12,7 @@
 //! ```text
 //! cargo run --release --example bench_train_step -- [--batch 256] [--size 96] [--steps 20] [--warmup 5]
 //!     [--methods simclr,moco_v2,byol,barlow_twins] [--precision off|bf16|fp16] [--channels-last]
-//!     [--stem imagenet|cifar] [--width 64] [--parts] [--json PATH] [--label TEXT]
+//!     [--stem imagenet|cifar] [--width 64] [--parts] [--sgd-loop] [--batched-augment] [--json PATH] [--label TEXT]
 //! ```
 //!
 //! `--precision bf16` on the CPU autocasts as the engine does (`amp::setup`): on CPUs with native
@@ -101,6 +101,10 @@ struct Args {
     /// kernel (the kit's default on the CPU)
     #[arg(long)]
     sgd_loop: bool,
+    /// Augment with the batched tensor ops (`Augment::apply_batched`, the GPU's path) instead of
+    /// the CPU's per-image path that `Augment::apply` takes there
+    #[arg(long)]
+    batched_augment: bool,
     /// Also write the rows as JSON here
     #[arg(long, value_name = "PATH")]
     json: Option<String>,
@@ -213,7 +217,11 @@ fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> 
         opt.set_lr(lr);
         tch::manual_seed(step as i64);
         let mut rng = augment::rng(step as u64);
-        let (v1, v2) = views.two_views(images, &mut rng)?; // [B, 3, S, S] each
+        let (v1, v2) = if a.batched_augment {
+            (views.view1.apply_batched(images, &mut rng)?, views.view2.apply_batched(images, &mut rng)?)
+        } else {
+            views.two_views(images, &mut rng)?
+        }; // [B, 3, S, S] each
         mark(1);
         let (v1, v2) = if channels_last { (amp::to_channels_last(&v1), amp::to_channels_last(&v2)) } else { (v1, v2) };
         mark(2);
@@ -291,7 +299,8 @@ fn main() -> Result<()> {
     let stem = selfsup::cli::value_name(&a.stem);
     // The fused kernel takes CPU weights only; CUDA weights take the loop either way.
     let sgd = if a.sgd_loop || device != Device::Cpu { "SGD loop" } else { "fused SGD" };
-    let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}, {sgd}"));
+    let augmentation = if a.batched_augment { ", batched augmentation" } else { "" };
+    let config = a.label.clone().unwrap_or_else(|| format!("selfsup, {precision}, {layout}, {sgd}{augmentation}"));
     tch::manual_seed(1234);
     let images = Tensor::randint(256, [a.batch, 3, a.size, a.size], (Kind::Uint8, device)); // [B, 3, S, S] u8
     let mut rows = Vec::new();
