@@ -4,14 +4,14 @@
 //! size. On a CPU each of those kernels is a pass over the whole batch in memory, and the
 //! per-sample choices cost more passes still: ColorJitter alone is four blends (one per position
 //! of the random order) and a hue rotation on each subset that has it there, gathered out and
-//! scattered back. At the lesson scale (batch 64 at 32 px, two views) that was 8.7 ms of a
-//! 207 ms SimCLR step on 2 cores, the part of the step PyTorch's compute-only reference does not
-//! have (BENCHMARKS.md, issue 17).
+//! scattered back. On 2 cores that was 8.9 ms of the benchmark's 207 ms SimCLR step (batch 64 at
+//! 32 px, two views), the part PyTorch's compute-only reference does not have, and 10 % of
+//! notebook 03's step (BENCHMARKS.md, issue 17).
 //!
 //! Here each image goes through its whole pipeline while it sits in the core's cache (3 × 32 ×
 //! 32 floats are 12 KB): crop, flip, its jitter parts in its own order, grayscale, blur,
-//! solarize and normalisation, then one write to the output. The batch is split over as many
-//! threads as libtorch's intra-op pool has (`at::get_num_threads`), which idle meanwhile.
+//! solarize and normalisation, then one write to the output: 3–5× faster. The batch is split
+//! over libtorch's own OpenMP threads (`at::get_num_threads` of them), which idle meanwhile.
 //!
 //! The random numbers are drawn first, op by op for the whole batch, by the same functions the
 //! batched ops draw with ([`ops::sample_crop_boxes`], [`ops::sample_mask`], …), so a seed gives
