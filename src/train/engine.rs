@@ -723,6 +723,7 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>> {
         let Setup { device, loader, spe, total, opt, channels_last, autocast, scaler, mut progress, identity, lock, .. } =
             setup;
+        crate::device::tune_allocator();
         if start.step > 0 && !chunked {
             progress.message(&format!(
                 "resuming {} from step {} of {total} (epoch {})",
