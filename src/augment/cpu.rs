@@ -283,13 +283,25 @@ mod parallel {
                     std::panic::resume_unwind(payload);
                 }
             }
-            None => std::thread::scope(|scope| {
-                for i in 1..items {
-                    scope.spawn(move || work(i));
-                }
-                work(0);
-            }),
+            None => scoped(items, work),
         }
+    }
+
+    /// [`for_each`] on threads of our own, where the process has no OpenMP.
+    pub(super) fn scoped(items: usize, work: &(dyn Fn(usize) + Sync)) {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..items).map(|i| scope.spawn(move || work(i))).collect();
+            let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (0..items.min(1)).for_each(work)));
+            // Joined here, so a worker's own panic (not the scope's summary of it) reaches the caller.
+            for handle in handles {
+                if let Err(payload) = handle.join() {
+                    std::panic::resume_unwind(payload);
+                }
+            }
+            if let Err(payload) = mine {
+                std::panic::resume_unwind(payload);
+            }
+        });
     }
 }
 
@@ -521,21 +533,25 @@ mod tests {
     #[test]
     fn parallel_for_each_runs_every_item_once_and_raises_a_panic_on_the_caller() {
         let _torch = Tensor::zeros([1], (Kind::Float, Device::Cpu)) + 1; // libtorch (and its OpenMP) loaded
-        for items in [0, 1, 2, 3, 7] {
-            let counts: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
-            parallel::for_each(items, &|i| {
-                counts[i].fetch_add(1, Ordering::Relaxed);
-            });
-            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{items} items");
+        type Runner = fn(usize, &(dyn Fn(usize) + Sync));
+        let runners: [(&str, Runner); 2] = [("OpenMP", parallel::for_each), ("scoped threads", parallel::scoped)];
+        for (name, run) in runners {
+            for items in [0, 1, 2, 3, 7] {
+                let counts: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                run(items, &|i| {
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{name}: {items} items");
+            }
+            let caught = std::panic::catch_unwind(|| run(4, &|i| assert!(i != 2, "item two")));
+            let payload = caught.expect_err("the panic of item 2 reaches the caller");
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(message.contains("item two"), "{name}: {message}");
         }
-        let caught = std::panic::catch_unwind(|| parallel::for_each(4, &|i| assert!(i != 2, "item two")));
-        let payload = caught.expect_err("the panic of item 2 reaches the caller");
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        assert!(message.contains("item two"), "{message}");
     }
 
     #[test]
