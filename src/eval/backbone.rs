@@ -15,21 +15,8 @@ use crate::models::{ResNet, ResNetConfig, Stage};
 use crate::train::History;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use super::draws::Draws;
 use tch::{nn, Device, Kind, Tensor};
-
-/// `n` draws of N(0, std²) from a ChaCha8 generator seeded with `seed` (Box–Muller), as f32.
-fn seeded_normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE); // (0, 1): ln is finite
-            let u2: f64 = rng.random();
-            (std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
-}
 
 /// First path components of a torchvision ResNet's backbone keys (`fc` is the classifier).
 const BACKBONE_ROOTS: [&str; 6] = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"];
@@ -293,7 +280,7 @@ impl Classifier {
         // by every thread, so another thread's draws between a manual_seed and this normal_ would
         // change the fc, and with it the run identity of a probe or fine-tuning (which includes
         // these starting weights), from one call to the next.
-        let fc = Tensor::from_slice(&seeded_normal(w.numel(), init_std, seed)).view(w.size().as_slice());
+        let fc = Tensor::from_slice(&Draws::new(seed).normal(w.numel(), init_std)).to_kind(Kind::Float).view(w.size().as_slice());
         tch::no_grad(|| {
             let _ = w.shallow_clone().copy_(&fc);
             let _ = b.shallow_clone().zero_();

@@ -35,6 +35,7 @@ pub mod backbone;
 pub mod baselines;
 pub mod compare;
 mod confusion;
+mod draws;
 pub mod features;
 pub mod finetune;
 pub mod fractions;

@@ -33,6 +33,7 @@
 //! [`flatness_report`] runs all three on a [`Classifier`] and a labelled set.
 use super::backbone::Classifier;
 use super::compare::ModelMetrics;
+use super::draws::Draws;
 use crate::data::ImageSet;
 use crate::error::{config_err, Error, Result};
 use crate::models::Stage;
@@ -237,8 +238,8 @@ pub fn epsilon_sharpness(
     with_weights(params, |base| {
         let f0 = tch::no_grad(|| scalar_loss(&mut loss, "epsilon_sharpness").map(|l| value(&l)))?;
         let radius: Vec<Tensor> = base.iter().map(|b| (b.abs() + 1.0) * cfg.epsilon).collect(); // per weight
-        tch::manual_seed(cfg.seed as i64);
-        let mut delta: Vec<Tensor> = radius.iter().map(|r| (r.rand_like() * 2.0 - 1.0) * r * 1e-3).collect();
+        let mut draws = Draws::new(cfg.seed);
+        let mut delta: Vec<Tensor> = radius.iter().map(|r| draws.uniform_like(r, -1.0, 1.0) * r * 1e-3).collect();
         let mut best = f0;
         for _ in 0..cfg.ascent_steps {
             set_weights(params, base, &delta);
@@ -268,13 +269,14 @@ pub fn epsilon_sharpness(
 /// 2018): for weights of rank ≥ 2 each slice along dim 0 (a filter, or a row of a linear layer)
 /// gets the norm of the same slice of the weights; tensors of rank ≤ 1 (biases, BatchNorm) get
 /// zeros when `ignore_bias_and_bn`, else a copy of the weights (their code's choice). Drawn with
-/// `seed`.
+/// `seed` from the kit's own generator, so the same seed gives the same direction whatever other
+/// threads draw meanwhile.
 ///
 /// # Errors
 /// [`Error::Config`] for no weights.
 pub fn filter_normalized_direction(params: &[Tensor], ignore_bias_and_bn: bool, seed: u64) -> Result<Vec<Tensor>> {
     check_params(params, "filter_normalized_direction")?;
-    tch::manual_seed(seed as i64);
+    let mut draws = Draws::new(seed);
     Ok(tch::no_grad(|| {
         params
             .iter()
@@ -283,7 +285,7 @@ pub fn filter_normalized_direction(params: &[Tensor], ignore_bias_and_bn: bool, 
                 if p.dim() <= 1 {
                     return if ignore_bias_and_bn { p.zeros_like() } else { p.copy() };
                 }
-                let d = p.randn_like(); // same shape
+                let d = draws.normal_like(&p); // same shape
                 let mut shape = vec![p.size()[0]];
                 shape.extend(std::iter::repeat_n(1, p.dim() - 1));
                 let pn = p.flatten(1, -1).norm_scalaropt_dim(2.0, [1i64].as_slice(), false).view(shape.as_slice()); // [F, 1, ...]
@@ -464,12 +466,12 @@ pub fn top_hessian_eigenvalue(
     with_weights(params, |_| {
         let l = scalar_loss(&mut loss, "top_hessian_eigenvalue")?;
         let grads = Tensor::run_backward(&[&l], params, true, true); // ∇f, still differentiable
-        tch::manual_seed(cfg.seed as i64);
+        let mut draws = Draws::new(cfg.seed);
         let normalize = |v: Vec<Tensor>| -> (Vec<Tensor>, f64) {
             let norm = v.iter().map(|t| value(&t.square().sum(Kind::Double))).sum::<f64>().sqrt();
             (v.iter().map(|t| t / norm.max(1e-300)).collect(), norm)
         };
-        let (mut v, _) = normalize(params.iter().map(|p| p.detach().randn_like()).collect());
+        let (mut v, _) = normalize(params.iter().map(|p| draws.normal_like(p)).collect());
         let mut lambda = f64::NAN;
         for it in 1..=cfg.power_iterations {
             let gv = grads
