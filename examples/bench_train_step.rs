@@ -172,7 +172,7 @@ fn bench_method(name: MethodKind, a: &Args, device: Device, images: &Tensor) -> 
     let (mut method, views) = build(name, a.size, a.stem, a.width, device)?;
     let cfg = TrainConfig { batch_size: a.batch as usize, mixed_precision: a.precision, channels_last: a.channels_last, ..TrainConfig::default() };
     let mut opt = Optimizer::new(method.online(), &cfg.optimizer, cfg.weight_decay, &cfg.param_groups)?;
-    if opt.set_fused(!a.sgd_loop) != !a.sgd_loop {
+    if opt.set_fused(!a.sgd_loop) == a.sgd_loop {
         eprintln!("note: libtorch's fused SGD kernel is not available here: the SGD loop is timed");
     }
     let cuda = matches!(device, Device::Cuda(_));

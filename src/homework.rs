@@ -279,7 +279,7 @@ pub fn check_simclr_step<M: SslMethod + ?Sized>(
     };
     if my_z.size() != z1.size() {
         let feat = config.backbone.feature_dim();
-        let why = if my_z.size() == [n, feat as i64] {
+        let why = if my_z.size() == [n, feat] {
             " — the backbone's features: z is the projection g(f(x)), after the head"
         } else if my_z.size() == [2 * n, d] {
             " — both views: return the first view's projections only"

@@ -300,7 +300,7 @@ fn byol_pieces_pass_and_their_usual_mistakes_are_named() -> Result<()> {
     assert_mentions(homework::check_cosine_tau(|_, _, base| base), &["τ_base"]);
 
     homework::check_ema_update(my_ema_update)?;
-    homework::check_ema_update(|t, o, tau| selfsup::momentum::ema_update(t, o, tau))?;
+    homework::check_ema_update(selfsup::momentum::ema_update)?;
     let swapped = |target: &nn::VarStore, online: &nn::VarStore, tau: f64| -> Result<()> { my_ema_update(target, online, 1.0 - tau) };
     assert_mentions(homework::check_ema_update(swapped), &["swapped"]);
     let with_buffers = |target: &nn::VarStore, online: &nn::VarStore, tau: f64| -> Result<()> {

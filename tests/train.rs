@@ -170,7 +170,7 @@ fn fused_sgd_agrees_with_the_per_variable_loop() -> Result<()> {
                 opt.set_lr(0.05 * (step + 1) as f64);
                 let mut loss = a.sin().sum(Kind::Float) + (&b * &b).sum(Kind::Float) * 0.5 + d.cos().sum(Kind::Float);
                 if step != 2 {
-                    loss = loss + c.exp().mean(Kind::Float);
+                    loss += c.exp().mean(Kind::Float);
                 }
                 opt.backward(&loss)?;
                 opt.step()?;

@@ -282,7 +282,7 @@ impl Classifier {
         // these starting weights), from one call to the next.
         let fc = Tensor::from_slice(&Draws::new(seed).normal(w.numel(), init_std)).to_kind(Kind::Float).view(w.size().as_slice());
         tch::no_grad(|| {
-            let _ = w.shallow_clone().copy_(&fc);
+            w.shallow_clone().copy_(&fc);
             let _ = b.shallow_clone().zero_();
         });
         Ok(Classifier {
