@@ -430,12 +430,16 @@ fn flatness_report_saved_keeps_the_measured_numbers_and_measures_again_when_an_i
     };
     let first = eval::flatness_report_saved(&clf, &test, &cfg, &dir)?;
     assert!(!first.curve.direction.is_empty(), "the first call measures");
-    // f(θ) is the same as flatness_report's. The random parts (directions, start vectors) are drawn
-    // from tch's global generator after `manual_seed(cfg.seed)`, so tests running beside this one
-    // in the same process may change them: they are not compared here.
+    // The same numbers as flatness_report's. Its random parts (directions, jitter, start vectors)
+    // come from the kit's own generator seeded with cfg.seed, so tests running beside this one in
+    // the same process, drawing from libtorch's global generator, do not change them.
     let computed = eval::flatness_report(&clf, &test, &cfg)?;
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * (1.0 + b.abs());
     assert!(close(first.sharpness.loss, computed.sharpness.loss));
+    assert!(close(first.sharpness.max_loss, computed.sharpness.max_loss));
+    assert!(close(first.top_eigenvalue, computed.top_eigenvalue));
+    assert_eq!(first.curve.alphas, computed.curve.alphas);
+    assert!(first.curve.losses.iter().zip(&computed.curve.losses).all(|(&a, &b)| close(a, b)));
     assert_eq!(std::fs::read_dir(&dir)?.count(), 1, "one file per model");
     let loaded = eval::flatness_report_saved(&clf, &test, &cfg, &dir)?;
     assert!(loaded.curve.direction.is_empty(), "the second call loads the kept report");
