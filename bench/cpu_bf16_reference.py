@@ -27,10 +27,13 @@ seeds it runs); otherwise PyTorch draws them. `--bn-f32` runs every BatchNorm in
 (its input cast up, its output cast back to bf16), to test whether BatchNorm in bf16 is where a
 gap comes from.
 
-Before training, for every method and seed with a `{method}_seed{seed}_step.npz`, the script
-takes the kit's one step (from its starting weights, on two random views, in f32 and under bf16
-autocast) again in PyTorch and prints how far the losses and gradients are apart: the test that
-the kit's autocast is PyTorch's.
+Before training, for every method and seed with a `{method}_seed{seed}_step.npz` (one step of
+the kit from its starting weights on two random batches, in f32 and under bf16 autocast: the
+views, the losses and all gradients), the script takes that step again in PyTorch and prints how
+far the losses and gradients are apart. `--step-only` does only that, and exits with 1 when they
+are not the same (relative difference above 1e-5): tests/amp_cpu.rs writes such files and runs it,
+the test that the kit's autocast is PyTorch's. `--threads` sets libtorch's threads (a reduction
+split over another number of threads rounds differently).
 
     cargo run --release --example cpu_bf16_check -- 1 barlow_twins,simclr --seed 0 --save-data DIR
     python bench/cpu_bf16_reference.py --data DIR --seeds 0 --methods barlow_twins,simclr --kit-init
@@ -244,10 +247,22 @@ def main():
     p.add_argument("--tolerance", type=float, default=0.05, help="how far (0 to 1) a bf16 probe may fall below f32 (the check's)")
     p.add_argument("--bn-f32", action="store_true", help="BatchNorm in f32 under autocast")
     p.add_argument("--kit-init", action="store_true", help="start from the kit's weights ({method}_seed{seed}_init.npz)")
+    p.add_argument("--step-only", action="store_true", help="only compare the kit's steps ({method}_seed{seed}_step.npz)")
+    p.add_argument("--threads", type=int, help="libtorch's threads (default: its own choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.step_only:
+        pairs = [(name, seed) for name in args.methods.split(",") for seed in seeds]
+        same = [step_check(name, seed, args) for name, seed in pairs]
+        missing = [f"{name}_seed{seed}_step.npz" for (name, seed), w in zip(pairs, same) if w is None]
+        if missing:
+            raise SystemExit(f"not in {args.data}: {', '.join(missing)} (tests/amp_cpu.rs writes them)")
+        print("the same step" if max(same) <= 1e-5 else "the kit's step differs from PyTorch's (see above)")
+        sys.exit(0 if max(same) <= 1e-5 else 1)
     load = lambda f: torch.from_numpy(np.load(os.path.join(args.data, f)))  # noqa: E731
     data = (load("unlabeled.npy"), load("train.npy"), load("train_labels.npy"), load("test.npy"), load("test_labels.npy"))
-    seeds = [int(s) for s in args.seeds.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ResNet-18 at width {args.width}, 3x3 stem; "
           f"batch {args.batch}; {args.steps} steps; weights {'of the kit' if args.kit_init else 'drawn by PyTorch'}; "
           f"BatchNorm {'in f32' if args.bn_f32 else 'as autocast leaves it'}")

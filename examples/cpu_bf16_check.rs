@@ -18,10 +18,8 @@
 //!
 //! `--width 64 --batch 32` is the methods' full-width `tiny` preset (about ten times the compute).
 //! `--save-data DIR` also writes, for `bench/cpu_bf16_reference.py` (PyTorch's own f32 / bf16
-//! autocast runs of the same check): the three sets as `.npy` files, and for each method its
-//! starting weights (`{method}_seed{seed}_init.npz`) and one training step on two random batches in
-//! both precisions, loss and gradients (`{method}_seed{seed}_step.npz`), so that the reference can
-//! start from the same weights and compare the step itself.
+//! autocast runs of the same check): the three sets as `.npy` files, and each method's starting
+//! weights (`{method}_seed{seed}_init.npz`), so that the reference can start from the same weights.
 //!
 //! The bf16 runs are forced (`CpuBf16Mode::Force`): natively where the CPU has bf16, without
 //! the timing of both precisions that would let a run pick f32; emulated elsewhere (libtorch
@@ -187,7 +185,8 @@ fn check(Args { steps, methods, tolerance, width, batch, seed, save_data }: Args
     let mut ok = true;
     for name in methods.0 {
         if let Some(dir) = &save_data {
-            save_first_step(name, setting, dir)?;
+            let weights: Vec<(String, Tensor)> = method(name, width, seed)?.online().variables().into_iter().collect();
+            Tensor::write_npz(&weights, dir.join(format!("{name}_seed{seed}_init.npz")))?;
         }
         let f32_run = run(name, Precision::Off, steps, &sets, setting)?;
         let bf16_run = run(name, Precision::Bf16, steps, &sets, setting)?;
@@ -228,27 +227,3 @@ fn save_sets([unlabeled, train_set, test_set]: &[ImageSet; 3], dir: &std::path::
     Ok(())
 }
 
-/// The method's starting weights, and one training step from them in f32 and under CPU bf16
-/// autocast on two random `[batch, 3, 32, 32]` views: `v1`, `v2`, `loss_{f32,bf16}` and
-/// `grad_{f32,bf16}.{name}` for every trained weight.
-fn save_first_step(kind: MethodKind, s: Setting, dir: &std::path::Path) -> Result<()> {
-    let weights: Vec<(String, Tensor)> = method(kind, s.width, s.seed)?.online().variables().into_iter().collect();
-    Tensor::write_npz(&weights, dir.join(format!("{kind}_seed{}_init.npz", s.seed)))?;
-    tch::manual_seed(s.seed as i64);
-    let shape = [s.batch as i64, 3, 32, 32];
-    let (v1, v2) = (Tensor::randn(shape, (Kind::Float, Device::Cpu)), Tensor::randn(shape, (Kind::Float, Device::Cpu)));
-    let mut out = vec![("v1".to_string(), v1.shallow_clone()), ("v2".to_string(), v2.shallow_clone())];
-    for (tag, mode) in [("f32", amp::Autocast::Off), ("bf16", amp::Autocast::CpuBf16)] {
-        let mut m = method(kind, s.width, s.seed)?;
-        let step = amp::autocast(mode, || m.training_step(&v1, &v2))??;
-        step.loss.backward();
-        out.push((format!("loss_{tag}"), step.loss.detach()));
-        for (name, t) in m.online().variables() {
-            if t.requires_grad() {
-                out.push((format!("grad_{tag}.{name}"), t.grad()));
-            }
-        }
-    }
-    Tensor::write_npz(&out, dir.join(format!("{kind}_seed{}_step.npz", s.seed)))?;
-    Ok(())
-}

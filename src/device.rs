@@ -378,21 +378,6 @@ impl std::fmt::Display for Environment {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_allocator_is_tuned_unless_the_user_chose() {
-        assert!(super::allocator_tuning_wanted(None, None));
-        assert!(super::allocator_tuning_wanted(Some("tuned"), Some("glibc.rtld.nns=2")));
-        assert!(!super::allocator_tuning_wanted(Some(" glibc "), None));
-        assert!(!super::allocator_tuning_wanted(None, Some("glibc.malloc.trim_threshold=0")));
-        // Once per process; on glibc it is set (nothing in the test environment opts out).
-        let first = super::tune_allocator();
-        assert_eq!(first, super::tune_allocator());
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if std::env::var_os("SELFSUP_MALLOC").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none() {
-            assert!(first);
-        }
-    }
-
     use super::*;
 
     #[test]
@@ -433,5 +418,20 @@ mod tests {
         // splitmix64.c's first outputs from state 0: next() adds γ, then mixes.
         assert_eq!(splitmix64(GOLDEN_GAMMA), 0xE220_A839_7B1D_CDAF);
         assert_eq!(splitmix64(GOLDEN_GAMMA.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn the_allocator_is_tuned_unless_the_user_chose() {
+        assert!(allocator_tuning_wanted(None, None));
+        assert!(allocator_tuning_wanted(Some("tuned"), Some("glibc.rtld.nns=2")));
+        assert!(!allocator_tuning_wanted(Some(" glibc "), None));
+        assert!(!allocator_tuning_wanted(None, Some("glibc.malloc.trim_threshold=0")));
+        // Once per process; on glibc it is set (nothing in the test environment opts out).
+        let first = tune_allocator();
+        assert_eq!(first, tune_allocator());
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if std::env::var_os("SELFSUP_MALLOC").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none() {
+            assert!(first);
+        }
     }
 }

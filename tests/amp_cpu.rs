@@ -1,7 +1,7 @@
 //! CPU bf16 autocast (issue 17): the libtorch functions behind it, the scope's state handling,
-//! and the numerics of every method under it, forced with `CpuBf16Mode::Force` so that they run
-//! on any CPU (without native bf16, libtorch emulates it: correct and slow, so the sizes are
-//! tiny). Every test here wants the same forced mode, so setting the process-wide mode in each
+//! a step that is PyTorch's own bit for bit, and the numerics of every method under it, forced
+//! with `CpuBf16Mode::Force` so that they run on any CPU (without native bf16, libtorch emulates
+//! it: correct and slow, so the sizes are tiny). Every test here wants the same forced mode, so setting the process-wide mode in each
 //! is race-free.
 use selfsup::augment::presets;
 use selfsup::data::{synthetic, synthetic::SyntheticConfig, Normalization, Split};
@@ -163,5 +163,62 @@ fn a_short_forced_bf16_run_through_the_engine_stays_finite() -> TestResult {
             m.online().trainable_variables().iter().all(|v| v.isfinite().all().int64_value(&[]) == 1);
         assert!(weights_finite, "{name}: the weights stay finite");
     }
+    Ok(())
+}
+
+/// The kit's CPU bf16 step is `torch.autocast("cpu", dtype=torch.bfloat16)`'s, bit for bit: the
+/// same operations cast to bf16 and nothing else, so a difference between a bf16 and an f32 run
+/// is bf16 training, not the kit (BENCHMARKS.md, "CPU bf16 against PyTorch's own"). Barlow Twins
+/// and SimCLR at the lesson scale's width take one step from the same weights on the same views
+/// in both precisions; bench/cpu_bf16_reference.py takes them again in PyTorch and compares the
+/// losses and every gradient.
+#[test]
+fn a_cpu_bf16_step_is_pytorch_s_own_bit_for_bit() -> TestResult {
+    let test = "a_cpu_bf16_step_is_pytorch_s_own_bit_for_bit";
+    if !common::tool_present(test, common::python_imports(&["torch", "torchvision", "numpy"]),
+        "python3 on PATH does not import torch, torchvision and numpy (use the kit's venv: eval \"$(./kit env)\")") {
+        return Ok(());
+    }
+    let _rng = common::serial();
+    force_bf16();
+    let dir = std::env::temp_dir().join(format!("selfsup_bf16_step_{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let r18 = ResNetConfig { small_images: true, ..Default::default() }.width(16); // notebooks 01/02's lesson network
+    let build = |name: &str| -> selfsup::Result<Box<dyn SslMethod>> {
+        tch::manual_seed(0);
+        Ok(match name {
+            "simclr" => Box::new(SimClr::new(SimClrConfig::tiny().backbone(r18.clone()), Device::Cpu)?),
+            _ => Box::new(BarlowTwins::new(BarlowTwinsConfig::tiny().backbone(r18.clone()), Device::Cpu)?),
+        })
+    };
+    for name in ["barlow_twins", "simclr"] {
+        let init: Vec<(String, Tensor)> = build(name)?.online().variables().into_iter().collect();
+        Tensor::write_npz(&init, dir.join(format!("{name}_seed0_init.npz")))?;
+        tch::manual_seed(1);
+        let (v1, v2) = (Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu)), Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu)));
+        let mut step = vec![("v1".to_string(), v1.shallow_clone()), ("v2".to_string(), v2.shallow_clone())];
+        for (tag, mode) in [("f32", Autocast::Off), ("bf16", Autocast::CpuBf16)] {
+            let mut m = build(name)?;
+            let out = amp::autocast(mode, || m.training_step(&v1, &v2))??;
+            out.loss.backward();
+            step.push((format!("loss_{tag}"), out.loss.detach()));
+            for (var, t) in m.online().variables() {
+                if t.requires_grad() {
+                    step.push((format!("grad_{tag}.{var}"), t.grad()));
+                }
+            }
+        }
+        Tensor::write_npz(&step, dir.join(format!("{name}_seed0_step.npz")))?;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/cpu_bf16_reference.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--data", dir.to_str().ok_or("temp dir is not UTF-8")?, "--seeds", "0", "--methods", "barlow_twins,simclr"])
+        .args(["--width", "16", "--step-only", "--threads", &tch::get_num_threads().to_string()])
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{said}");
+    assert!(out.status.success(), "PyTorch's step differs from the kit's, or the reference failed:\n{said}");
     Ok(())
 }

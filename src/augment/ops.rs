@@ -188,11 +188,11 @@ pub struct CropBox {
 // Input checks and the per-sample `RandomApply` machinery.
 // ---------------------------------------------------------------------------------------------
 
-/// Checks `[B, 3, H, W]` floating point with B ≥ 1; returns `(B, H, W)`.
+/// Checks `[B, 3, H, W]` floating point with B, H, W ≥ 1; returns `(B, H, W)`.
 pub(crate) fn check_batch(what: &str, images: &Tensor) -> Result<(i64, i64, i64)> {
     let s = images.size();
     if s.len() != 4 || s[1] != 3 || s[0] < 1 || s[2] < 1 || s[3] < 1 {
-        return Err(Error::shape(what, "[B, 3, H, W] with B >= 1", &s));
+        return Err(Error::shape(what, "[B, 3, H, W] with B, H, W >= 1", &s));
     }
     if !images.is_floating_point() {
         return Err(Error::Data(format!(

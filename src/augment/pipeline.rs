@@ -368,7 +368,7 @@ impl Augment {
         self.validate()?;
         let s = images.size();
         if s.len() != 4 || s[1] != 3 || s[0] < 1 || s[2] < 1 || s[3] < 1 {
-            return Err(Error::shape("Augment::apply images", "[B, 3, H, W] with B >= 1", &s));
+            return Err(Error::shape("Augment::apply images", "[B, 3, H, W] with B, H, W >= 1", &s));
         }
         Ok(())
     }
