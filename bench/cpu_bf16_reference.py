@@ -35,8 +35,15 @@ are not the same (relative difference above 1e-5): tests/amp_cpu.rs writes such 
 the test that the kit's autocast is PyTorch's. `--threads` sets libtorch's threads (a reduction
 split over another number of threads rounds differently).
 
-    cargo run --release --example cpu_bf16_check -- 1 barlow_twins,simclr --seed 0 --save-data DIR
+`--replay DIR` takes a whole run of the kit again: `examples/cpu_bf16_replay.rs` saves its starting
+weights, every step's views and its losses in both precisions; PyTorch trains on those views from
+those weights with the same schedule (`torch.optim.SGD(fused=True)`) and prints where its losses
+part from the kit's and both kNN probes.
+
+    cargo run --release --example cpu_bf16_check -- 1 barlow_twins,simclr --seeds 0 --save-data DIR
     python bench/cpu_bf16_reference.py --data DIR --seeds 0 --methods barlow_twins,simclr --kit-init
+    cargo run --release --example cpu_bf16_replay -- RUN --seed 0
+    python bench/cpu_bf16_reference.py --replay RUN --methods barlow_twins
 """
 import argparse
 import math
@@ -235,9 +242,42 @@ def run(name, bf16, seed, data, args):
                 finite=all(math.isfinite(v) for v in losses))
 
 
+def replay(name, args):
+    """The kit's run saved by cpu_bf16_replay, trained again in PyTorch on the same views."""
+    d = args.replay
+    views = torch.from_numpy(np.load(os.path.join(d, "views.npy")))  # [steps, 2, B, 3, 32, 32]
+    load = lambda f: torch.from_numpy(np.load(os.path.join(d, f)))  # noqa: E731
+    sets = load("train.npy"), load("train_labels.npy"), load("test.npy"), load("test_labels.npy")
+    steps = views.shape[0]
+    per_epoch = 5000 // views.shape[2]  # the embedded set's 5,000 unlabelled images
+    total = math.ceil(steps / per_epoch) * per_epoch
+    for tag, bf16 in (("f32", False), ("bf16", True)):
+        theirs = np.load(os.path.join(d, f"losses_{tag}.npy"))
+        model = Method(name, args.width)
+        kit_weights(model, os.path.join(d, "init.npz"))
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4, fused=True)
+        losses = []
+        for step in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model.loss(views[step, 0], views[step, 1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        losses = np.array(losses)
+        parted = next((i for i in range(steps) if losses[i] != theirs[i]), None)
+        knn = knn_accuracy(model.backbone, *sets)
+        print(f"PyTorch on the kit's views, {name}, {tag}: first loss {losses[0]:.4f}, last {losses[-1]:.4f}, "
+              f"kNN {100 * knn:.1f}%; first step whose loss differs from the kit's: {parted}; "
+              f"largest difference {np.abs(losses - theirs).max():.2e}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="folder cpu_bf16_check --save-data wrote")
+    p.add_argument("--data", help="folder cpu_bf16_check --save-data wrote (or tests/amp_cpu.rs, for --step-only)")
+    p.add_argument("--replay", help="folder cpu_bf16_replay wrote: train PyTorch on the kit's views")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--methods", default="barlow_twins,simclr")
     p.add_argument("--seeds", default="0,1")
@@ -253,6 +293,12 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.replay:
+        for name in args.methods.split(","):
+            replay(name, args)
+        return
+    if not args.data:
+        p.error("--data is needed (or --replay)")
     if args.step_only:
         pairs = [(name, seed) for name in args.methods.split(",") for seed in seeds]
         same = [step_check(name, seed, args) for name, seed in pairs]

@@ -3,17 +3,21 @@
 //! network and batch of notebooks 01 and 02's `lesson`: ResNet-18 at width 16 with the 3×3
 //! stem, batch 64; the methods' `tiny` heads) in f32 and under CPU bf16 autocast, from the same
 //! seed on the same batches, then a kNN probe (k 200, τ 0.1) reads both backbones' frozen
-//! features. One row per run: first, last and largest loss, the kNN accuracy,
-//! seconds. Exits with 1 when a loss is not finite, a bf16 first loss strays more than 5 % from
-//! the f32 one, or the bf16 probe is more than `tolerance` (default 0.05) below the f32 one.
+//! features; for each of several seeds. One row per run: first, last and largest loss, the kNN
+//! accuracy, seconds; then per method the probe's f32 − bf16 difference for each seed and their
+//! mean. Exits with 1 when a loss is not finite, a bf16 first loss strays more than 5 % from the
+//! f32 one, or the bf16 probe is on average more than `tolerance` (default 0.04) below the f32 one.
 //!
-//! Why 5 points: after 200 steps a run in bf16 has followed another path than the one in f32
-//! (one step already moves the gradients by 7–48 %), so the two probes differ by chance.
-//! PyTorch's own runs of this recipe (`bench/cpu_bf16_reference.py`, whose single step equals the
-//! kit's bit for bit) put bf16 from 4.2 points above to 4.0 points below f32 (BENCHMARKS.md).
+//! Why a mean over seeds: after 200 steps a run in bf16 has followed another path than the one
+//! in f32 (one step already moves the gradients by 7–48 %), so the two probes differ by chance:
+//! by 4.0 points (standard deviation) over twelve seeds of Barlow Twins, from 7.0 points above
+//! f32 to 6.8 below, with a mean of 0.4 below (BENCHMARKS.md; PyTorch's own runs of this recipe,
+//! `bench/cpu_bf16_reference.py`, whose single step equals the kit's bit for bit, spread by 2.3
+//! points from the same weights, with a mean of 0.7). One pair cannot be held to a few points;
+//! the mean of four, with a standard error of about 2 points, can be held to 4.
 //!
 //! ```text
-//! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.05] [--width 16] [--batch 64]
+//! cargo run --release --example cpu_bf16_check -- [steps 200] [methods simclr,moco_v2,byol,barlow_twins] [tolerance 0.04] [--width 16] [--batch 64] [--seeds 0,1,2,3]
 //! ```
 //!
 //! `--width 64 --batch 32` is the methods' full-width `tiny` preset (about ten times the compute).
@@ -46,8 +50,9 @@ struct Args {
     /// The methods, comma-separated (of simclr, moco_v2, byol, barlow_twins)
     #[arg(value_parser = method_list, default_value_t = MethodList(METHODS.to_vec()))]
     methods: MethodList,
-    /// How far (accuracy, 0 to 1) the bf16 kNN probe may fall below the f32 one
-    #[arg(default_value_t = 0.05, value_parser = selfsup::cli::unit_interval)]
+    /// How far (accuracy, 0 to 1) the bf16 kNN probe may fall below the f32 one, on average over
+    /// the seeds
+    #[arg(default_value_t = 0.04, value_parser = selfsup::cli::unit_interval)]
     tolerance: f64,
     /// Channels of the ResNet-18's first stage (the lessons of notebooks 01 and 02: 16)
     #[arg(long, default_value_t = 16, value_parser = selfsup::cli::at_least(1i64))]
@@ -55,10 +60,10 @@ struct Args {
     /// Images per batch (two views each)
     #[arg(long, default_value_t = 64, value_parser = selfsup::cli::at_least(2usize))]
     batch: usize,
-    /// Seed of the weights, the batches and the augmentations (the same for both precisions); a
-    /// second seed shows how far two f32 runs differ, the noise the probe tolerance stands for
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seeds of the weights, the batches and the augmentations (each the same for both
+    /// precisions), comma-separated: the probe is judged on the mean over them
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64, 1, 2, 3], num_args = 1..)]
+    seeds: Vec<u64>,
     /// Also write the unlabelled, train and test sets (u8 images `[N, 3, 32, 32]`, i64 labels) as
     /// `.npy` files in this folder, for bench/cpu_bf16_reference.py
     #[arg(long)]
@@ -159,7 +164,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(Args { steps, methods, tolerance, width, batch, seed, save_data }: Args) -> Result<bool> {
+fn check(Args { steps, methods, tolerance, width, batch, seeds, save_data }: Args) -> Result<bool> {
     let native = amp::cpu_bf16();
     // Forced in any case: with native bf16 a run would otherwise time both precisions and train in
     // the faster one (train::bf16_probe), and the "bf16" run could be an f32 one.
@@ -168,8 +173,8 @@ fn check(Args { steps, methods, tolerance, width, batch, seed, save_data }: Args
         println!("note: no native bf16 on this CPU: bf16 is forced and emulated (slow); the numerics are what is checked");
     }
     println!("device: {}", selfsup::device::describe(Device::Cpu));
-    println!("network: ResNet-18 at width {width}, 3x3 stem; batch {batch} of 32 px images, two views each; seed {seed}");
-    let setting = Setting { width, batch, seed };
+    let seed_list = seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    println!("network: ResNet-18 at width {width}, 3x3 stem; batch {batch} of 32 px images, two views each; seeds {seed_list}");
     let data = SyntheticConfig::default(); // the lesson scale's embedded 32 px dataset
     let sets = [
         data::synthetic::load(Split::Unlabeled, &data)?,
@@ -180,36 +185,60 @@ fn check(Args { steps, methods, tolerance, width, batch, seed, save_data }: Args
         save_sets(&sets, dir)?;
         println!("data: the three sets written to {} as .npy", dir.display());
     }
-    println!("| method | precision | steps | first loss | last loss | largest loss | kNN accuracy | seconds | check |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| method | seed | precision | steps | first loss | last loss | largest loss | kNN accuracy | seconds | check |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
+    let mut summaries = vec![];
     for name in methods.0 {
-        if let Some(dir) = &save_data {
-            let weights: Vec<(String, Tensor)> = method(name, width, seed)?.online().variables().into_iter().collect();
-            Tensor::write_npz(&weights, dir.join(format!("{name}_seed{seed}_init.npz")))?;
+        let mut gaps = vec![]; // f32 − bf16 probe, per seed
+        for &seed in &seeds {
+            let setting = Setting { width, batch, seed };
+            if let Some(dir) = &save_data {
+                let weights: Vec<(String, Tensor)> = method(name, width, seed)?.online().variables().into_iter().collect();
+                Tensor::write_npz(&weights, dir.join(format!("{name}_seed{seed}_init.npz")))?;
+            }
+            let f32_run = run(name, Precision::Off, steps, &sets, setting)?;
+            let bf16_run = run(name, Precision::Bf16, steps, &sets, setting)?;
+            gaps.push(f32_run.knn - bf16_run.knn);
+            for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {
+                let finite = r.first.is_finite() && r.last.is_finite() && r.max.is_finite();
+                let close = (r.first - f32_run.first).abs() <= 0.05 * f32_run.first.abs();
+                let verdict = match (finite, close) {
+                    (false, _) => "FAIL: loss not finite",
+                    (_, false) => "FAIL: first loss too far from f32",
+                    _ => "ok",
+                };
+                ok &= finite && close;
+                println!(
+                    "| {name} | {seed} | {precision} | {steps} | {:.4} | {:.4} | {:.4} | {:.1}% | {:.0} | {verdict} |",
+                    r.first,
+                    r.last,
+                    r.max,
+                    100.0 * r.knn,
+                    r.seconds
+                );
+            }
         }
-        let f32_run = run(name, Precision::Off, steps, &sets, setting)?;
-        let bf16_run = run(name, Precision::Bf16, steps, &sets, setting)?;
-        for (precision, r) in [("f32", &f32_run), ("bf16", &bf16_run)] {
-            let finite = r.first.is_finite() && r.last.is_finite() && r.max.is_finite();
-            let close = (r.first - f32_run.first).abs() <= 0.05 * f32_run.first.abs();
-            let probe = r.knn >= f32_run.knn - tolerance;
-            let verdict = match (finite, close, probe) {
-                (false, _, _) => "FAIL: loss not finite",
-                (_, false, _) => "FAIL: first loss too far from f32",
-                (_, _, false) => "FAIL: probe below f32's",
-                _ => "ok",
-            };
-            ok &= finite && close && probe;
-            println!(
-                "| {name} | {precision} | {steps} | {:.4} | {:.4} | {:.4} | {:.1}% | {:.0} | {verdict} |",
-                r.first,
-                r.last,
-                r.max,
-                100.0 * r.knn,
-                r.seconds
-            );
-        }
+        let n = gaps.len() as f64;
+        let mean = gaps.iter().sum::<f64>() / n;
+        let se = if gaps.len() > 1 {
+            (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt()
+        } else {
+            f64::NAN
+        };
+        let probe = mean <= tolerance;
+        ok &= probe;
+        let each = gaps.iter().map(|g| format!("{:+.1}", 100.0 * g)).collect::<Vec<_>>().join(", ");
+        let verdict = if probe { "ok" } else { "FAIL: bf16 probes below f32 on average" };
+        summaries.push(format!(
+            "{name}: f32 minus bf16 probe, points: {each}; mean {:+.1} (standard error {:.1}), tolerance {:.1}: {verdict}",
+            100.0 * mean,
+            100.0 * se,
+            100.0 * tolerance
+        ));
+    }
+    for line in summaries {
+        println!("{line}");
     }
     println!("{}", if ok { "all runs finite and consistent" } else { "some runs FAILED (see the table)" });
     Ok(ok)
