@@ -11,7 +11,7 @@
 //! Why a mean over seeds: after 200 steps a run in bf16 has followed another path than the one
 //! in f32 (one step already moves the gradients by 7–48 %), so the two probes differ by chance:
 //! by 4.0 points (standard deviation) over twelve seeds of Barlow Twins, from 7.0 points above
-//! f32 to 6.8 below, with a mean of 0.4 below (BENCHMARKS.md; PyTorch's own runs of this recipe,
+//! f32 to 6.8 below, with a mean of 0.2 above (BENCHMARKS.md; PyTorch's own runs of this recipe,
 //! `bench/cpu_bf16_reference.py`, whose single step equals the kit's bit for bit, spread by 2.3
 //! points from the same weights, with a mean of 0.7). One pair cannot be held to a few points;
 //! the mean of four, with a standard error of about 2 points, can be held to 4.
