@@ -1,8 +1,8 @@
 //! CPU bf16 autocast (issue 17): the libtorch functions behind it, the scope's state handling,
 //! a step that is PyTorch's own bit for bit, and the numerics of every method under it, forced
 //! with `CpuBf16Mode::Force` so that they run on any CPU (without native bf16, libtorch emulates
-//! it: correct and slow, so the sizes are tiny). Every test here wants the same forced mode, so setting the process-wide mode in each
-//! is race-free.
+//! it: correct and slow, so the sizes are tiny). Every test here wants the same forced mode, so
+//! setting the process-wide mode in each is race-free.
 use selfsup::augment::presets;
 use selfsup::data::{synthetic, synthetic::SyntheticConfig, Normalization, Split};
 use selfsup::methods::{
